@@ -1,0 +1,78 @@
+//! The configuration file (`labforge.toml`): paths, registry, base map and
+//! concurrency. Loaded once by the binary; command-line flags override it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Everything in `labforge.toml`; every key is optional and unknown keys are errors.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder holding `catalog.yaml` and `images/`.
+    pub catalog: Option<PathBuf>,
+    /// Folder of Dockerfile templates.
+    pub dockerfiles: Option<PathBuf>,
+    /// Where build logs and records go (used by `build` and `serve`).
+    pub state: Option<PathBuf>,
+    /// `HOST[:PORT][/PREFIX]`, overriding the catalog's registry.
+    pub registry: Option<String>,
+    /// Registries (`host[:port]`) to reach over plain HTTP besides loopback ones.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    /// How many registry requests (and later builds) run at once.
+    pub jobs: Option<usize>,
+    /// Real base reference (or prefix ending in `*`) to local stand-in.
+    #[serde(default)]
+    pub base_map: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Load `path`; a missing file is an error only when `required`.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        // Relative paths are relative to the configuration file.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.catalog,
+            &mut config.dockerfiles,
+            &mut config.state,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+}

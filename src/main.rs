@@ -1,0 +1,439 @@
+//! The `labforge` command: a thin front over the builder library.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use labforge_builder::config::Config;
+use labforge_builder::{AnalyzeError, Layout, RegistryOptions};
+use labforge_core::catalog::Registry;
+use labforge_core::plan::{Action, Plan, Presence};
+use labforge_core::render::BaseMap;
+use labforge_core::{Analyzed, Problem};
+
+/// Build, scan and publish the image catalog of a GPU JupyterHub.
+///
+/// labforge turns a reviewed YAML catalog (catalog/) and Tera Dockerfile
+/// templates (dockerfiles/) into content-addressed images. Every image's
+/// identity is a hash of its rendered Dockerfile, context files, parent and
+/// build arguments, so unchanged images are never rebuilt.
+#[derive(Parser)]
+#[command(name = "labforge", version, propagate_version = true)]
+struct Cli {
+    /// Configuration file [default: labforge.toml, if present]
+    #[arg(long, global = true, env = "LABFORGE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Folder holding catalog.yaml and images/ [default: catalog]
+    #[arg(long, global = true, env = "LABFORGE_CATALOG", value_name = "DIR")]
+    catalog: Option<PathBuf>,
+    /// Folder of Dockerfile templates and partials [default: dockerfiles]
+    #[arg(long, global = true, env = "LABFORGE_DOCKERFILES", value_name = "DIR")]
+    dockerfiles: Option<PathBuf>,
+    /// More log output on stderr (-v: info, -vv: debug); LABFORGE_LOG takes a tracing filter
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the catalog and templates, reporting every problem as file:line:col
+    ///
+    /// Decodes catalog.yaml and every images/*.yaml, expands variants, checks
+    /// names, references, cycles and value formats (PEP 508/440, Debian,
+    /// Open VSX, Kubernetes, KubeSpawner), and renders every Dockerfile.
+    /// Exits 1 if anything is wrong.
+    Validate {
+        /// List the concrete images after a successful check
+        #[arg(long)]
+        list: bool,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write each image's Dockerfile and build context into a folder
+    ///
+    /// Writes OUT/<image>/Dockerfile with the context files it copies, and
+    /// OUT/index.json with identities and tags. All or nothing: on any error
+    /// nothing is written and an earlier output stays as it was.
+    Render {
+        /// Output folder (replaced as a whole if labforge wrote it before)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        bases: BaseMapArgs,
+        /// Only these images (default: all)
+        #[arg(value_name = "IMAGE")]
+        images: Vec<String>,
+        /// Print what was written as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what must be built, why, and in which order
+    ///
+    /// Computes every image's content tag (<variant>-<hash12>), asks the
+    /// registry whether it exists (one manifest HEAD per image, concurrently),
+    /// and gives the reason for each build: new, which input changed, or that
+    /// the parent changed. With --baseline, reasons compare against an earlier
+    /// `plan --json`.
+    Plan {
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        bases: BaseMapArgs,
+        /// An earlier `labforge plan --json` output to compare inputs with
+        #[arg(long, value_name = "FILE")]
+        baseline: Option<PathBuf>,
+        /// How many registry requests run at once [default: 8]
+        #[arg(long, short = 'j', value_name = "N")]
+        jobs: Option<usize>,
+        /// Print the plan as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct BaseMapArgs {
+    /// Build on a stand-in instead of a real base: FROM=TO, e.g.
+    /// "nvidia/cuda:*=labforge-standin/debian:bookworm" (repeatable; a FROM
+    /// ending in * matches by prefix; adds to the configuration's base_map)
+    #[arg(long = "base-map", value_name = "FROM=TO")]
+    base_map: Vec<String>,
+}
+
+#[derive(Args)]
+struct RegistryArgs {
+    /// Registry to check, HOST[:PORT][/PREFIX], instead of the catalog's
+    #[arg(
+        long,
+        env = "LABFORGE_REGISTRY",
+        value_name = "TARGET",
+        conflicts_with = "no_registry"
+    )]
+    registry: Option<String>,
+    /// Ask no registry: every image is planned as "to build"
+    #[arg(long)]
+    no_registry: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LABFORGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+struct Project {
+    config: Config,
+    layout: Layout,
+}
+
+fn load_context(cli: &Cli) -> Result<Project> {
+    let config = match &cli.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load(std::path::Path::new("labforge.toml"), false)?,
+    };
+    let layout = Layout {
+        catalog: cli
+            .catalog
+            .clone()
+            .or_else(|| config.catalog.clone())
+            .unwrap_or_else(|| PathBuf::from("catalog")),
+        dockerfiles: cli
+            .dockerfiles
+            .clone()
+            .or_else(|| config.dockerfiles.clone())
+            .unwrap_or_else(|| PathBuf::from("dockerfiles")),
+    };
+    Ok(Project { config, layout })
+}
+
+fn base_map(config: &Config, args: &BaseMapArgs) -> Result<BaseMap> {
+    let mut pairs: Vec<String> = config
+        .base_map
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    pairs.extend(args.base_map.iter().cloned());
+    BaseMap::parse(pairs.iter().map(String::as_str)).map_err(anyhow::Error::msg)
+}
+
+/// Analyse, or print the problems and say how many.
+fn analyze(ctx: &Project, bases: &BaseMap, json: bool) -> Result<Result<Analyzed, ExitCode>> {
+    match labforge_builder::analyze(&ctx.layout, bases) {
+        Ok(a) => Ok(Ok(a)),
+        Err(AnalyzeError::Invalid(problems)) => {
+            report_problems(&problems, json);
+            Ok(Err(ExitCode::from(1)))
+        }
+        Err(e @ AnalyzeError::Load(_)) => Err(e.into()),
+    }
+}
+
+fn report_problems(problems: &[Problem], json: bool) {
+    if json {
+        let items: Vec<serde_json::Value> = problems
+            .iter()
+            .map(|p| match p {
+                Problem::Catalog(d) => serde_json::json!({
+                    "file": d.file, "line": d.line, "column": d.col, "path": d.path, "message": d.message,
+                }),
+                Problem::Render(e) => serde_json::json!({ "file": "dockerfiles/", "message": e.to_string() }),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ok": false, "problems": items}))
+                .unwrap_or_default()
+        );
+    } else {
+        for p in problems {
+            eprintln!("{p}");
+        }
+        eprintln!(
+            "error: {} problem(s) in the catalog; nothing was changed",
+            problems.len()
+        );
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = load_context(&cli)?;
+    match &cli.command {
+        Command::Validate { list, json } => {
+            let analyzed = match analyze(&ctx, &BaseMap::default(), *json)? {
+                Ok(a) => a,
+                Err(code) => return Ok(code),
+            };
+            let catalog = &analyzed.catalog;
+            if *json {
+                let images: Vec<serde_json::Value> = catalog
+                    .images
+                    .iter()
+                    .enumerate()
+                    .map(|(i, img)| {
+                        serde_json::json!({
+                            "name": img.name,
+                            "repository": img.repository,
+                            "variant": img.variant,
+                            "file": img.file,
+                            "level": analyzed.graph.level[i],
+                            "parent": img.parent,
+                            "identity": analyzed.prepared[i].inputs.identity,
+                            "profile": img.profile,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"ok": true, "images": images})
+                    )?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let files: std::collections::BTreeSet<&str> =
+                catalog.images.iter().map(|i| i.file.as_str()).collect();
+            println!(
+                "catalog OK: {} images from {} image files, {} bases, {} build levels",
+                catalog.images.len(),
+                files.len(),
+                catalog.settings.bases.len(),
+                analyzed.graph.levels.len()
+            );
+            if *list {
+                print_table(
+                    &["IMAGE", "LEVEL", "PARENT", "GPUS", "PROFILE"],
+                    analyzed
+                        .graph
+                        .order()
+                        .map(|i| {
+                            let img = &catalog.images[i];
+                            vec![
+                                img.name.clone(),
+                                analyzed.graph.level[i].to_string(),
+                                match &img.parent {
+                                    labforge_core::catalog::ParentRef::Base(b) => {
+                                        format!("base {b}")
+                                    }
+                                    labforge_core::catalog::ParentRef::Image(p) => p.clone(),
+                                },
+                                img.profile
+                                    .gpus
+                                    .as_ref()
+                                    .map_or("-".into(), |g| g.max().to_string()),
+                                img.profile.display_name.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render {
+            out,
+            bases,
+            images,
+            json,
+        } => {
+            let bases = base_map(&ctx.config, bases)?;
+            let analyzed = match analyze(&ctx, &bases, *json)? {
+                Ok(a) => a,
+                Err(code) => return Ok(code),
+            };
+            let written = labforge_builder::output::render_to(&analyzed, out, images)
+                .with_context(|| format!("rendering into {}", out.display()))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&written)?);
+            } else {
+                for w in &written {
+                    println!("{:<28} {}  ({} files)", w.name, w.dir.display(), w.files);
+                }
+                println!("rendered {} images into {}", written.len(), out.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            registry,
+            bases,
+            baseline,
+            jobs,
+            json,
+        } => {
+            let bases = base_map(&ctx.config, bases)?;
+            let analyzed = match analyze(&ctx, &bases, *json)? {
+                Ok(a) => a,
+                Err(code) => return Ok(code),
+            };
+            let target: Option<Registry> = if registry.no_registry {
+                None
+            } else {
+                match registry.registry.as_ref().or(ctx.config.registry.as_ref()) {
+                    Some(t) => Some(Registry::parse(t).map_err(anyhow::Error::msg)?),
+                    None => analyzed.catalog.settings.registry.clone(),
+                }
+            };
+            let baseline = match baseline {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading the baseline {}", path.display()))?;
+                    labforge_builder::baseline_from_plan_json(&path.display().to_string(), &text)?
+                }
+                None => BTreeMap::new(),
+            };
+            let options = RegistryOptions {
+                insecure: ctx.config.insecure_registries.clone(),
+                username: std::env::var("LABFORGE_REGISTRY_USERNAME").ok(),
+                password: std::env::var("LABFORGE_REGISTRY_PASSWORD").ok(),
+                timeout: None,
+            };
+            let jobs = jobs.or(ctx.config.jobs).unwrap_or(8);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let (plan, heads) = runtime.block_on(labforge_builder::plan(
+                &analyzed,
+                target.as_ref(),
+                options,
+                &baseline,
+                jobs,
+            ))?;
+            tracing::info!(plan.heads = heads, "registry checked");
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print_plan(&plan, heads);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_plan(plan: &Plan, heads: usize) {
+    let rows = plan
+        .images
+        .iter()
+        .map(|i| {
+            vec![
+                i.level.to_string(),
+                i.name.clone(),
+                i.tag.clone(),
+                match &i.registry {
+                    Presence::Present(_) => "present".into(),
+                    Presence::Absent => "absent".into(),
+                    Presence::NotChecked => "-".into(),
+                },
+                match i.action {
+                    Action::Build => "build".into(),
+                    Action::Skip => "skip".into(),
+                },
+                i.reasons.join("; "),
+            ]
+        })
+        .collect();
+    print_table(
+        &["LEVEL", "IMAGE", "TAG", "REGISTRY", "ACTION", "WHY"],
+        rows,
+    );
+    println!();
+    for (l, names) in plan.levels.iter().enumerate() {
+        println!("level {l}: {}", names.join(", "));
+    }
+    let registry = match &plan.registry {
+        Some(r) => format!("registry {r}, {heads} manifest HEAD requests"),
+        None => "no registry checked".to_string(),
+    };
+    println!(
+        "{} images: {} to build, {} up to date ({registry})",
+        plan.summary.images, plan.summary.build, plan.summary.skip
+    );
+}
+
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
