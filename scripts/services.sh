@@ -18,7 +18,8 @@
 #   LABFORGE_DEBIAN_MIRROR          [the Debian mirror apt uses]
 set -Eeuo pipefail
 
-readonly REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly REPO_ROOT
 readonly LOG_DIR=/var/log/labforge
 readonly STATE_DIR=/var/lib/labforge
 readonly CACHE_DIR=/var/cache/labforge
@@ -69,7 +70,7 @@ die() {
 # Anything that fails without an explicit die still names the step and line.
 on_err() {
     local rc=$? line=$1 cmd=$2
-    printf '[services] FAILED (%s): line %s: `%s` exited %s (logs: %s)\n' \
+    printf '[services] FAILED (%s): line %s: "%s" exited %s (logs: %s)\n' \
         "$CURRENT_STEP" "$line" "$cmd" "$rc" "$LOG_DIR" >&2
     exit "$rc"
 }
@@ -316,8 +317,8 @@ DOCKERFILE
         DOCKER_BUILDKIT=0 docker build --no-cache -t "$BUSYBOX_IMAGE" "$ctx"
     } >>"$BUSYBOX_LOG" 2>&1 || { rm -rf "$ctx"; die "docker build $BUSYBOX_IMAGE failed" "$BUSYBOX_LOG"; }
     rm -rf "$ctx"
-    out=$(docker run --rm "$BUSYBOX_IMAGE" sh -c 'echo ok' 2>>"$BUSYBOX_LOG") && [[ "$out" == ok ]] \
-        || die "$BUSYBOX_IMAGE does not run (docker run ... sh -c 'echo ok')" "$BUSYBOX_LOG"
+    out=$(docker run --rm "$BUSYBOX_IMAGE" sh -c 'echo ok' 2>>"$BUSYBOX_LOG") || out=""
+    [[ "$out" == ok ]] || die "$BUSYBOX_IMAGE does not run (docker run ... sh -c 'echo ok')" "$BUSYBOX_LOG"
     log "built $BUSYBOX_IMAGE"
 fi
 
@@ -418,8 +419,8 @@ else
             --message "debootstrap --variant=minbase --include=$DEBIAN_INCLUDE $DEBIAN_SUITE" \
             - "$DEBIAN_IMAGE" <"$rootfs_tar"
     } >>"$DEBIAN_LOG" 2>&1 || die "docker import $DEBIAN_IMAGE failed" "$DEBIAN_LOG"
-    out=$(docker run --rm "$DEBIAN_IMAGE" python3 -c 'print(1)' 2>>"$DEBIAN_LOG") && [[ "$out" == 1 ]] \
-        || die "$DEBIAN_IMAGE does not run python3 (docker run ... python3 -c 'print(1)')" "$DEBIAN_LOG"
+    out=$(docker run --rm "$DEBIAN_IMAGE" python3 -c 'print(1)' 2>>"$DEBIAN_LOG") || out=""
+    [[ "$out" == 1 ]] || die "$DEBIAN_IMAGE does not run python3 (docker run ... python3 -c 'print(1)')" "$DEBIAN_LOG"
     log "imported $DEBIAN_IMAGE; python3 runs in it"
 fi
 

@@ -229,7 +229,9 @@ pub fn reasons(before: Option<&Inputs>, now: &Inputs, state: &Presence) -> Vec<S
     for change in map_diff(&before.build_args, &now.build_args) {
         out.push(format!("build argument {change}"));
     }
-    if before.dockerfile != now.dockerfile && !template_changed && !parent_changed {
+    // A package list that appears or goes away changes the Dockerfile too.
+    let explained = template_changed || parent_changed || !explained.is_empty();
+    if before.dockerfile != now.dockerfile && !explained {
         out.push(
             "Dockerfile changed (catalog fields such as env, labels or description)".to_string(),
         );

@@ -199,8 +199,10 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
                     pos: p,
                 },
                 Some(Frame::Map(p, entries, _)) => Node {
+                    // A block mapping's start event is reported after its
+                    // first key; the mapping starts where that key does.
+                    pos: entries.first().map_or(p, |(k, _)| k.pos.min(p)),
                     kind: Kind::Map(entries),
-                    pos: p,
                 },
                 None => return Err(err(pos, "invalid YAML: unbalanced collection".into())),
             },

@@ -401,6 +401,7 @@ fn merge(
         description,
         template: f.template.value.clone(),
         template_pos: f.template.pos,
+        slug_pos: p.slug.as_ref().map_or(f.name.pos, |s| s.pos),
         parent: parent.value,
         parent_pos: parent.pos,
         packages,
@@ -442,12 +443,13 @@ fn check(catalog: &Catalog, diags: &mut Vec<Diagnostic>) {
                     image.name, prev.file, prev.pos.line
                 ),
             );
+            continue;
         }
         if let Some(prev) = slugs.insert(&image.profile.slug, image) {
             err(
                 diags,
                 image,
-                image.pos,
+                image.slug_pos,
                 "profile.slug",
                 format!(
                     "{}: the profile slug {:?} is already used by {}; slugs must be unique (KubeSpawner silently picks the first)",
@@ -455,20 +457,27 @@ fn check(catalog: &Catalog, diags: &mut Vec<Diagnostic>) {
                 ),
             );
         }
+
         if image.profile.default {
             defaults.push(image);
         }
     }
     if defaults.len() > 1 {
-        for image in &defaults[1..] {
+        for image in &defaults {
+            let others: Vec<&str> = defaults
+                .iter()
+                .filter(|d| d.name != image.name)
+                .map(|d| d.name.as_str())
+                .collect();
             err(
                 diags,
                 image,
                 image.pos,
                 "profile.default",
                 format!(
-                    "{}: only one profile may be the default, and {} already is",
-                    image.name, defaults[0].name
+                    "{}: only one profile may be the default (also default: {})",
+                    image.name,
+                    others.join(", ")
                 ),
             );
         }

@@ -211,6 +211,9 @@ pub struct Image {
     pub template: String,
     #[serde(skip)]
     pub template_pos: Pos,
+    /// Where the profile slug was written (the name, when it is derived).
+    #[serde(skip)]
+    pub slug_pos: Pos,
     pub parent: ParentRef,
     #[serde(skip)]
     pub parent_pos: Pos,
