@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: install and start what the tests need, then run the
+# format check, clippy and every test (unit, snapshot, integration against
+# the real registry and engine). Run as root on Debian 12:
+#
+#   bash scripts/test.sh
+#
+# A missing engine, registry or tool fails the run; nothing is skipped.
+set -Eeuo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n[test] %s\n' "$*"; }
+
+step "services: Docker Engine, registry, stand-in bases, hadolint, skopeo"
+bash scripts/services.sh
+# shellcheck disable=SC1091
+. /var/lib/labforge/env
+
+step "checking the engine and the registry answer"
+docker version --format 'engine {{.Server.Version}} (API {{.Server.APIVersion}})'
+curl -fsS "http://${LABFORGE_TEST_REGISTRY}/v2/" >/dev/null
+echo "registry ${LABFORGE_TEST_REGISTRY} answers"
+for tool in hadolint skopeo; do
+    command -v "$tool" >/dev/null || { echo "[test] $tool is missing" >&2; exit 1; }
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+# CI=true keeps insta from writing snapshots: a changed Dockerfile fails.
+cargo test --workspace --locked --no-fail-fast
