@@ -498,7 +498,7 @@ mod tests {
         assert!(k8s_label_key("a/b/c").is_err());
         assert!(memory("8G").is_ok());
         assert!(memory("1.5T").is_ok());
-        assert!(memory("8Gi").unwrap_err().contains("K, M, G or T"));
+        assert!(memory("8Gi").expect_err("Gi").contains("K, M, G or T"));
         assert!(memory("8GB").is_err());
     }
 
