@@ -206,7 +206,7 @@ class Gen:
 
     def pick_pip(self, lo, hi, exclude=()):
         k = self.rng.randint(lo, hi)
-        names = [p for p in PIP if p[0] not in exclude]
+        names = [p for p in PIP if self.pkg_name(p[0]) not in exclude]
         chosen = self.rng.sample(names, k)
         return [name + self.rng.choice(specs) for name, specs in chosen]
 

@@ -149,6 +149,11 @@ fn write_all(
             "level": analyzed.graph.level[i],
             "tag": tag,
             "base_image": prepared.rendered.base_reference,
+            // What the builder adds at build time: the parent's digest as
+            // BASE_IMAGE, and labels that cannot be part of the hashed bytes.
+            "build_labels": {
+                "labforge.input-hash": prepared.inputs.identity,
+            },
             "inputs": prepared.inputs,
         }));
         written.push(Written {
