@@ -5,8 +5,9 @@
 //! insecure are spoken to over plain HTTP, as the Docker Engine does; all
 //! others over HTTPS.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
@@ -61,6 +62,9 @@ pub struct RegistryClient {
     auth: RegistryAuth,
     insecure: Vec<String>,
     heads: AtomicUsize,
+    /// `Authorization` header per `registry/repository`, learnt from the
+    /// first 401 there, so later requests to it are sent with it at once.
+    authorization: Mutex<HashMap<String, String>>,
 }
 
 impl RegistryClient {
@@ -98,6 +102,7 @@ impl RegistryClient {
             auth,
             insecure,
             heads: AtomicUsize::new(0),
+            authorization: Mutex::new(HashMap::new()),
         })
     }
 
@@ -135,21 +140,30 @@ impl RegistryClient {
             self.scheme(&registry),
             parsed.repository()
         );
-        let mut response = self.head(&url, None).await?;
-        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+        let scope = format!("{registry}/{}", parsed.repository());
+        let known = self
+            .authorization
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&scope).cloned());
+        let mut response = self.head(&url, known.clone()).await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED && known.is_none() {
             let token = self
                 .oci
                 .auth(&parsed, &self.auth, RegistryOperation::Pull)
                 .await
                 .map_err(|e| RegistryError::Auth {
                     registry: registry.clone(),
-                    message: e.to_string(),
+                    message: labforge_core::error_chain(&e),
                 })?;
             let header = match (token, &self.auth) {
                 (Some(t), _) => Some(format!("Bearer {t}")),
                 (None, RegistryAuth::Basic(u, p)) => Some(basic(u, p)),
                 _ => None,
             };
+            if let (Some(h), Ok(mut m)) = (&header, self.authorization.lock()) {
+                m.insert(scope, h.clone());
+            }
             response = self.head(&url, header).await?;
         }
         match response.status().as_u16() {
