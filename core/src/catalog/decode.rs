@@ -272,7 +272,7 @@ pub fn image_file(r: &mut Reader<'_>, root: &Node) -> Option<ImageFile> {
         let value = r.token(n, "template", template_name)?;
         Some(Spanned { value, pos: n.pos })
     });
-    let body = fields(r, &mut m, "", false);
+    let body = fields(r, &mut m, false);
     let mut matrix = Vec::new();
     if let Some(n) = m.get("matrix")
         && let Some(mut mm) = r.map(n, "matrix")
@@ -297,7 +297,7 @@ pub fn image_file(r: &mut Reader<'_>, root: &Node) -> Option<ImageFile> {
                     Kind::Null => Fields::default(),
                     _ => match r.map(vnode, &vpath) {
                         Some(mut fm) => {
-                            let f = fields(r, &mut fm, &vpath, true);
+                            let f = fields(r, &mut fm, true);
                             fm.finish(r, VARIANT_KEYS);
                             f
                         }
@@ -400,7 +400,7 @@ fn template_name(s: &str) -> Result<(), String> {
 }
 
 /// The shared fields of an image body or a variant value.
-fn fields(r: &mut Reader<'_>, m: &mut MapReader<'_>, path: &str, variant: bool) -> Fields {
+fn fields(r: &mut Reader<'_>, m: &mut MapReader<'_>, variant: bool) -> Fields {
     let mut f = Fields::default();
     if variant {
         f.label = m.get("label").and_then(|n| r.line(n, &m.at("label")));
@@ -489,7 +489,6 @@ fn fields(r: &mut Reader<'_>, m: &mut MapReader<'_>, path: &str, variant: bool) 
         f.profile = p;
         f.profile_display_name_pos = dn_pos;
     }
-    let _ = path;
     f
 }
 
