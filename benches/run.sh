@@ -6,7 +6,8 @@
 # What it measures (hyperfine: 3 warm-up runs, at least BENCH_RUNS runs):
 #   a. labforge validate                     on a generated catalog of BENCH_IMAGES images
 #   b. labforge plan --no-registry --json    on it (validate + render + plan, one process)
-#   c. labforge render --out DIR             on it (includes writing ~BENCH_IMAGES folders)
+#   c. labforge render --out DIR             on it (includes writing ~BENCH_IMAGES folders),
+#      on disk and on tmpfs, each beside `cp -r` of the same tree
 #   d. labforge plan --registry ... --json   on the shipped catalog against the local
 #      registry, with nothing present and with everything present; the manifest
 #      HEAD/GET requests the registry logged for one run of each; and the peer:
@@ -75,6 +76,7 @@ cleanup() {
     for ref in "${COPIED_REFS[@]}"; do
         skopeo delete --tls-verify=false "docker://$ref" >/dev/null 2>&1 || true
     done
+    [[ -n "${SHM:-}" ]] && rm -rf "$SHM"
     if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
         log "kept $WORK"
     else
@@ -149,7 +151,9 @@ bench() {
     shift
     local json="$WORK/hf-$key.json"
     log "hyperfine: $name"
-    hyperfine -N --style basic --warmup "$WARMUP" --min-runs "$RUNS" \
+    local runs=(--min-runs "$RUNS")
+    [[ " ${opts[*]} " == *" --runs "* ]] && runs=()
+    hyperfine -N --style basic --warmup "$WARMUP" "${runs[@]}" \
         --export-json "$json" "${opts[@]}" "$*" >&2
     stats "$key" "$name" "$json"
 }
@@ -209,12 +213,38 @@ say ""
 say "Generated $N-image catalog (hyperfine, warm-up $WARMUP, >= $RUNS runs):"
 bench validate "a. validate ($N images)" -- "$BIN" validate "${CAT[@]}"
 bench plan "b. plan --no-registry --json ($N images)" -- "$BIN" plan --no-registry --json "${CAT[@]}"
-RENDER_OUT="$WORK/render-out"
-bench render "c. render --out ($N folders written)" --prepare "rm -rf $RENDER_OUT" -- \
-    "$BIN" render --out "$RENDER_OUT" "${CAT[@]}"
-folders=$(find "$RENDER_OUT" -mindepth 1 -maxdepth 1 -type d | wc -l)
-files=$(find "$RENDER_OUT" -type f | wc -l)
-say "    (render writes $folders image folders, $files files in all, into a fresh folder each run)"
+# Each run renders into a new folder (a tiny bash wrapper picks the name), and
+# nothing is deleted until the end: on this VM's ext4 (mounted with discard),
+# deleting a 2,000-file tree between runs made the next runs 5-10x slower, for
+# labforge and cp alike. The peer is `cp -r` of the same rendered tree: the
+# file-system floor for writing those files.
+RENDER_REF="$WORK/render-ref"
+"$BIN" render --out "$RENDER_REF" "${CAT[@]}" >/dev/null
+folders=$(find "$RENDER_REF" -mindepth 1 -maxdepth 1 -type d | wc -l)
+files=$(find "$RENDER_REF" -type f | wc -l)
+bytes=$(du -sb "$RENDER_REF" | cut -f1)
+render_scripts() { # KEY DIR: writes render-KEY.sh and cp-KEY.sh that write into new folders under DIR
+    local key=$1 dir=$2
+    mkdir -p "$dir"
+    printf '#!/usr/bin/env bash\nexec %q render --out "$(mktemp -u -d %q/render.XXXXXXXX)" %s >/dev/null\n' \
+        "$BIN" "$dir" "$(printf '%q ' "${CAT[@]}")" >"$WORK/render-$key.sh"
+    printf '#!/usr/bin/env bash\nexec cp -r %q "$(mktemp -u -d %q/copy.XXXXXXXX)"\n' \
+        "$RENDER_REF" "$dir" >"$WORK/cp-$key.sh"
+}
+render_scripts disk "$WORK/renders"
+bench render "c. render --out, disk ($folders folders)" --runs "$RUNS" -- bash "$WORK/render-disk.sh"
+bench render_cp "   peer: cp -r of the same tree, disk" --runs "$RUNS" -- bash "$WORK/cp-disk.sh"
+say "    (render writes $folders image folders, $files files, $((bytes / 1024 / 1024)) MiB, into a new folder per run;"
+say "     labforge / cp -r: $(awk -v a="${MEAN[render]}" -v b="${MEAN[render_cp]}" 'BEGIN {printf "%.1f", a / b}')x)"
+if [[ -d /dev/shm && -w /dev/shm ]]; then
+    SHM=$(mktemp -d /dev/shm/labforge-bench.XXXXXX)
+    render_scripts shm "$SHM"
+    bench render_shm "c. render --out, tmpfs /dev/shm" --runs "$RUNS" -- bash "$WORK/render-shm.sh"
+    bench render_shm_cp "   peer: cp -r of the same tree, tmpfs" --runs "$RUNS" -- bash "$WORK/cp-shm.sh"
+    rm -rf "$SHM"
+    SHM=""
+    say "    (labforge / cp -r on tmpfs: $(awk -v a="${MEAN[render_shm]}" -v b="${MEAN[render_shm_cp]}" 'BEGIN {printf "%.1f", a / b}')x)"
+fi
 bench plan_shipped "   reference: plan --no-registry, shipped" -- "$BIN" plan --no-registry --json "${SHIPPED[@]}"
 say ""
 
@@ -270,6 +300,7 @@ EOF
 bench peer "d3. peer: skopeo inspect --raw x $images, sequential" -- bash "$WORK/skopeo-loop.sh"
 ratio=$(awk -v a="${MEAN[peer]}" -v b="${MEAN[present]}" 'BEGIN {printf "%.1f", a / b}')
 say "  peer / labforge (all present): ${ratio}x"
+say "  registry part of plan (all present minus plan --no-registry of the shipped catalog): $(awk -v a="${MEAN[present]}" -v b="${MEAN[plan_shipped]}" 'BEGIN {printf "%.1f", a - b}') ms"
 say ""
 
 # ---------------------------------------------------------------------------

@@ -305,6 +305,27 @@ impl<'d> Reader<'d> {
         }
     }
 
+    /// Open a list of mappings: each item's path, position and reader.
+    /// Items that are not mappings are reported and left out.
+    pub fn map_list<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+    ) -> Vec<(String, Pos, MapReader<'n>)> {
+        let Some(items) = self.seq(node, path) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let p = index(path, i);
+                let m = self.map(item, &p)?;
+                Some((p, item.pos, m))
+            })
+            .collect()
+    }
+
     pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.kind {
             Kind::Str(s) => {

@@ -335,24 +335,15 @@ pub fn image_file(r: &mut Reader<'_>, root: &Node) -> Option<ImageFile> {
         }
     }
     let mut exclude = Vec::new();
-    if let Some(n) = m.get("exclude")
-        && let Some(items) = r.seq(n, "exclude")
-    {
-        for (i, item) in items.iter().enumerate() {
-            let path = index("exclude", i);
-            let Some(mut em) = r.map(item, &path) else {
-                continue;
-            };
+    if let Some(n) = m.get("exclude") {
+        for (path, pos, mut em) in r.map_list(n, "exclude") {
             let mut combo = Vec::new();
             for (axis, _, value) in em.entries() {
                 if let Some(v) = r.line(value, &join(&path, axis)) {
                     combo.push((axis.to_string(), v));
                 }
             }
-            exclude.push(Spanned {
-                value: combo,
-                pos: item.pos,
-            });
+            exclude.push(Spanned { value: combo, pos });
         }
     }
     let default_variant = m.get("default_variant").and_then(|n| {
@@ -534,15 +525,8 @@ fn string_map(
 }
 
 fn tests(r: &mut Reader<'_>, node: &Node, path: &str) -> Vec<Spanned<SmokeTest>> {
-    let Some(items) = r.seq(node, path) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let p = index(path, i);
-        let Some(mut m) = r.map(item, &p) else {
-            continue;
-        };
+    for (_, pos, mut m) in r.map_list(node, path) {
         let name = m
             .require(r, "name")
             .and_then(|n| r.token(n, &m.at("name"), formats::slug));
@@ -571,7 +555,7 @@ fn tests(r: &mut Reader<'_>, node: &Node, path: &str) -> Vec<Spanned<SmokeTest>>
                     gpu,
                     timeout_seconds: u32::try_from(timeout).unwrap_or(120),
                 },
-                pos: item.pos,
+                pos,
             });
         }
     }
@@ -720,15 +704,8 @@ fn node_selector(r: &mut Reader<'_>, node: &Node, path: &str) -> BTreeMap<String
 }
 
 fn tolerations(r: &mut Reader<'_>, node: &Node, path: &str) -> Vec<Toleration> {
-    let Some(items) = r.seq(node, path) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let p = index(path, i);
-        let Some(mut m) = r.map(item, &p) else {
-            continue;
-        };
+    for (p, pos, mut m) in r.map_list(node, path) {
         let mut t = Toleration {
             key: m
                 .get("key")
@@ -757,14 +734,14 @@ fn tolerations(r: &mut Reader<'_>, node: &Node, path: &str) -> Vec<Toleration> {
         }
         if t.operator.as_deref() == Some("Exists") && t.value.is_some() {
             r.error(
-                item.pos,
+                pos,
                 &p,
                 "a toleration with operator Exists must not have a value",
             );
         }
         if t.key.is_none() && t.operator.as_deref() != Some("Exists") {
             r.error(
-                item.pos,
+                pos,
                 &p,
                 "a toleration without a key must use operator Exists",
             );
