@@ -9,7 +9,8 @@
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n[test] %s\n' "$*"; }
+start=$SECONDS
+step() { printf '\n[test] +%ss %s\n' "$((SECONDS - start))" "$*"; }
 
 step "services: Docker Engine, registry, stand-in bases, hadolint, skopeo"
 bash scripts/services.sh
@@ -33,3 +34,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 # CI=true keeps insta from writing snapshots: a changed Dockerfile fails.
 cargo test --workspace --locked --no-fail-fast
+
+step "all checks passed"
