@@ -151,7 +151,7 @@ async fn unreachable_registry_is_a_clear_error() {
     .expect_err("nothing listens on port 9");
     match &err {
         PlanError::Registry {
-            source: RegistryError::Unreachable { url, .. },
+            error: RegistryError::Unreachable { url, .. },
             ..
         } => {
             assert!(url.starts_with("http://127.0.0.1:9/v2/"), "{url}");

@@ -129,7 +129,7 @@ async fn plan_logs_in_once_per_repository() {
             matches!(
                 err,
                 PlanError::Registry {
-                    source: RegistryError::Auth { .. },
+                    error: RegistryError::Auth { .. },
                     ..
                 }
             ),

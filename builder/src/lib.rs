@@ -3,6 +3,7 @@
 //! test, scan, push, publish) join here, one module per outside system.
 
 pub mod config;
+pub mod engine;
 pub mod output;
 pub mod project;
 pub mod registry;
@@ -37,12 +38,10 @@ pub fn analyze(layout: &Layout, base_map: &BaseMap) -> Result<Analyzed, AnalyzeE
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("{image}: {source}")]
-    Registry {
-        image: String,
-        #[source]
-        source: RegistryError,
-    },
+    /// The registry error is part of the message, not a separate cause, so
+    /// that it is printed once.
+    #[error("{image}: {error}")]
+    Registry { image: String, error: RegistryError },
     #[error("the baseline {path} is not a plan written by `labforge plan --json`: {message}")]
     Baseline { path: String, message: String },
 }
@@ -82,9 +81,9 @@ pub async fn plan(
     let mut heads = 0;
     if let Some(reg) = registry {
         let client = Arc::new(RegistryClient::new(options, &[reg.host.as_str()]).map_err(
-            |source| PlanError::Registry {
+            |error| PlanError::Registry {
                 image: String::new(),
-                source,
+                error,
             },
         )?);
         let references: Vec<String> = images
@@ -104,10 +103,10 @@ pub async fn plan(
             presence[i] = match answer {
                 Ok(Some(digest)) => Presence::Present(digest),
                 Ok(None) => Presence::Absent,
-                Err(source) => {
+                Err(error) => {
                     return Err(PlanError::Registry {
                         image: images[i].name.clone(),
-                        source,
+                        error,
                     });
                 }
             };
