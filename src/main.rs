@@ -47,6 +47,8 @@ enum Command {
     /// Open VSX, Kubernetes, KubeSpawner), and renders every Dockerfile.
     /// Exits 1 if anything is wrong.
     Validate {
+        #[command(flatten)]
+        bases: BaseMapArgs,
         /// List the concrete images after a successful check
         #[arg(long)]
         list: bool,
@@ -223,8 +225,10 @@ fn report_problems(problems: &[Problem], json: bool) {
 fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = load_context(&cli)?;
     match &cli.command {
-        Command::Validate { list, json } => {
-            let analyzed = match analyze(&ctx, &BaseMap::default(), *json)? {
+        Command::Validate { bases, list, json } => {
+            // The same base map as render and plan, so identities agree.
+            let bases = base_map(&ctx.config, bases)?;
+            let analyzed = match analyze(&ctx, &bases, *json)? {
                 Ok(a) => a,
                 Err(code) => return Ok(code),
             };

@@ -18,7 +18,7 @@ use labforge_core::render::BaseMap;
 use labforge_core::{Analyzed, Problem};
 
 pub use project::{Layout, LoadError};
-pub use registry::{RegistryClient, RegistryError, RegistryOptions};
+pub use registry::{ImageRef, RegistryClient, RegistryError, RegistryOptions};
 
 /// Why a project could not be analysed.
 #[derive(Debug, thiserror::Error)]
@@ -86,15 +86,13 @@ pub async fn plan(
                 error,
             },
         )?);
-        let references: Vec<String> = images
+        let references: Vec<ImageRef> = images
             .iter()
             .zip(&analyzed.prepared)
-            .map(|(image, p)| {
-                format!(
-                    "{}:{}",
-                    reg.repository(&image.repository),
-                    plan::content_tag(&image.variant, &p.inputs)
-                )
+            .map(|(image, p)| ImageRef {
+                registry: reg.host.clone(),
+                repository: reg.path(&image.repository),
+                reference: plan::content_tag(&image.variant, &p.inputs),
             })
             .collect();
         let answers = client.presence(&references, jobs).await;

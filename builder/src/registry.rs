@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
@@ -20,8 +20,6 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, appli
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{reference:?} is not a valid image reference: {message}")]
-    BadReference { reference: String, message: String },
     #[error(
         "cannot reach the registry at {url}: {message}; is it running, and is --registry right?"
     )]
@@ -34,6 +32,34 @@ pub enum RegistryError {
     Auth { registry: String, message: String },
     #[error("the registry answered 200 for {url} without a Docker-Content-Digest header")]
     NoDigest { url: String },
+}
+
+/// An image in a registry: `<registry>/<repository>:<reference>`, where the
+/// reference is a tag (or a digest). Built by labforge itself, so it needs no
+/// parsing (oci-client's reference parser compiles a large regex on first use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `host[:port]`
+    pub registry: String,
+    pub repository: String,
+    pub reference: String,
+}
+
+impl ImageRef {
+    /// Where credentials apply: the registry and repository.
+    fn scope(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}:{}",
+            self.registry, self.repository, self.reference
+        )
+    }
 }
 
 /// How to reach registries.
@@ -57,7 +83,9 @@ pub fn is_loopback(host: &str) -> bool {
 }
 
 pub struct RegistryClient {
-    oci: Client,
+    /// Made on first use: only a registry that asks for a login needs it.
+    oci: OnceLock<Client>,
+    timeout: Duration,
     http: reqwest::Client,
     auth: RegistryAuth,
     insecure: Vec<String>,
@@ -77,12 +105,6 @@ impl RegistryClient {
                 .map(|h| h.to_string()),
         );
         let timeout = options.timeout.unwrap_or(Duration::from_secs(30));
-        let oci = Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure.clone()),
-            read_timeout: Some(timeout),
-            connect_timeout: Some(Duration::from_secs(10)),
-            ..Default::default()
-        });
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -97,7 +119,8 @@ impl RegistryClient {
             _ => RegistryAuth::Anonymous,
         };
         Ok(RegistryClient {
-            oci,
+            oci: OnceLock::new(),
+            timeout,
             http,
             auth,
             insecure,
@@ -119,53 +142,66 @@ impl RegistryClient {
         }
     }
 
-    /// The digest of `reference`'s manifest, or `None` if the registry does
-    /// not have it. One `HEAD`; a second one only after a 401 challenge.
-    pub async fn manifest_digest(&self, reference: &str) -> Result<Option<String>, RegistryError> {
-        let parsed: Reference =
-            reference
-                .parse()
-                .map_err(|e: oci_client::ParseError| RegistryError::BadReference {
-                    reference: reference.to_string(),
-                    message: e.to_string(),
-                })?;
-        let registry = parsed.resolve_registry().to_string();
-        let target = parsed
-            .digest()
-            .or_else(|| parsed.tag())
-            .unwrap_or("latest")
-            .to_string();
-        let url = format!(
-            "{}://{registry}/v2/{}/manifests/{target}",
-            self.scheme(&registry),
-            parsed.repository()
+    fn oci(&self) -> &Client {
+        self.oci.get_or_init(|| {
+            Client::new(ClientConfig {
+                protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
+                read_timeout: Some(self.timeout),
+                connect_timeout: Some(Duration::from_secs(10)),
+                ..Default::default()
+            })
+        })
+    }
+
+    /// The `Authorization` header for `image`'s repository, from oci-client's
+    /// login (a bearer token, or basic credentials), remembered for the repository.
+    async fn authenticate(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
+        let reference = Reference::with_tag(
+            image.registry.clone(),
+            image.repository.clone(),
+            image.reference.clone(),
         );
-        let scope = format!("{registry}/{}", parsed.repository());
+        let token = self
+            .oci()
+            .auth(&reference, &self.auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| RegistryError::Auth {
+                registry: image.registry.clone(),
+                message: labforge_core::error_chain(&e),
+            })?;
+        let header = match (token, &self.auth) {
+            (Some(t), _) => Some(format!("Bearer {t}")),
+            (None, RegistryAuth::Basic(u, p)) => Some(basic(u, p)),
+            _ => None,
+        };
+        if let (Some(h), Ok(mut known)) = (&header, self.authorization.lock()) {
+            known.insert(image.scope(), h.clone());
+        }
+        Ok(header)
+    }
+
+    /// The digest of `image`'s manifest, or `None` if the registry does not
+    /// have it. One `HEAD`; a second one only after a 401 (the first request
+    /// to a repository that needs a login, or a remembered token that expired).
+    pub async fn manifest_digest(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme(&image.registry),
+            image.registry,
+            image.repository,
+            image.reference
+        );
         let known = self
             .authorization
             .lock()
             .ok()
-            .and_then(|m| m.get(&scope).cloned());
-        let mut response = self.head(&url, known.clone()).await?;
-        if response.status() == reqwest::StatusCode::UNAUTHORIZED && known.is_none() {
-            let token = self
-                .oci
-                .auth(&parsed, &self.auth, RegistryOperation::Pull)
-                .await
-                .map_err(|e| RegistryError::Auth {
-                    registry: registry.clone(),
-                    message: labforge_core::error_chain(&e),
-                })?;
-            let header = match (token, &self.auth) {
-                (Some(t), _) => Some(format!("Bearer {t}")),
-                (None, RegistryAuth::Basic(u, p)) => Some(basic(u, p)),
-                _ => None,
-            };
-            if let (Some(h), Ok(mut m)) = (&header, self.authorization.lock()) {
-                m.insert(scope, h.clone());
-            }
+            .and_then(|m| m.get(&image.scope()).cloned());
+        let mut response = self.head(&url, known).await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let header = self.authenticate(image).await?;
             response = self.head(&url, header).await?;
         }
+        let registry = image.registry.clone();
         match response.status().as_u16() {
             200 => match response
                 .headers()
@@ -203,16 +239,16 @@ impl RegistryClient {
             })
     }
 
-    /// Check many references concurrently (at most `concurrency` at once);
+    /// Check many images concurrently (at most `concurrency` at once);
     /// answers come back in the order asked.
     pub async fn presence(
         self: &Arc<Self>,
-        references: &[String],
+        images: &[ImageRef],
         concurrency: usize,
     ) -> Vec<Result<Option<String>, RegistryError>> {
-        stream::iter(references.iter().cloned().map(|r| {
+        stream::iter(images.iter().cloned().map(|image| {
             let client = Arc::clone(self);
-            async move { client.manifest_digest(&r).await }
+            async move { client.manifest_digest(&image).await }
         }))
         .buffered(concurrency.max(1))
         .collect()

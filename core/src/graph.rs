@@ -9,7 +9,7 @@ use crate::catalog::{Catalog, ParentRef};
 /// Parent cycles, each as the list of its members starting from the first
 /// image (in catalog order) that is on it.
 pub fn cycles(catalog: &Catalog) -> Vec<Vec<String>> {
-    let index = |name: &str| catalog.images.iter().position(|i| i.name == name);
+    let index = |name: &str| catalog.position(name);
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut state = vec![0u8; catalog.images.len()];
     let mut out = Vec::new();
@@ -66,7 +66,7 @@ impl Graph {
             .images
             .iter()
             .map(|img| match &img.parent {
-                ParentRef::Image(p) => catalog.images.iter().position(|i| &i.name == p),
+                ParentRef::Image(p) => catalog.position(p),
                 ParentRef::Base(_) => None,
             })
             .collect();

@@ -20,10 +20,12 @@ use crate::render::{BaseMap, RenderError, Rendered, Renderer};
 pub const SCHEME: &str = "labforge-identity-v1";
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(bytes);
     let mut s = String::with_capacity(64);
     for b in digest.iter() {
-        s.push_str(&format!("{b:02x}"));
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     s
 }
@@ -111,77 +113,105 @@ pub fn prepare(
 ) -> Result<Vec<Prepared>, Vec<RenderError>> {
     let mut out: Vec<Option<Prepared>> = vec![None; catalog.images.len()];
     let mut errors = Vec::new();
-    for i in graph.order() {
-        let image = &catalog.images[i];
-        let parent = match (&image.parent, graph.parent[i]) {
-            (ParentRef::Image(name), Some(p)) => match &out[p] {
-                Some(pp) => Some((name.clone(), pp.inputs.identity.clone())),
-                None => continue,
-            },
-            _ => None,
-        };
-        let rendered = match renderer.render(
-            catalog,
-            image,
-            parent.as_ref().map(|p| p.1.as_str()),
-            base_map,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        let parent_input = match (&image.parent, parent) {
-            (_, Some((name, identity))) => ParentInput::Image { name, identity },
-            (ParentRef::Base(b), None) | (ParentRef::Image(b), None) => ParentInput::Base {
-                name: b.clone(),
-                reference: rendered.base_reference.clone().unwrap_or_default(),
-            },
-        };
-        let context: BTreeMap<String, String> = rendered
-            .context
+    for level in &graph.levels {
+        // The images of a level are independent: render them in parallel.
+        let work: Vec<(usize, Option<(String, String)>)> = level
             .iter()
-            .map(|(p, bytes)| (p.clone(), sha256_hex(bytes)))
-            .collect();
-        let dockerfile = sha256_hex(rendered.dockerfile.as_bytes());
-        let platform = catalog.settings.platform.clone();
-        let id = identity(
-            &platform,
-            &dockerfile,
-            &context,
-            &parent_input,
-            &image.build_args,
-        );
-        let templates = rendered
-            .templates
-            .iter()
-            .filter_map(|t| {
-                renderer
-                    .template_source(t)
-                    .map(|s| (t.clone(), sha256_hex(s.as_bytes())))
+            .filter_map(|&i| match (&catalog.images[i].parent, graph.parent[i]) {
+                (ParentRef::Image(name), Some(p)) => out[p]
+                    .as_ref()
+                    .map(|pp| (i, Some((name.clone(), pp.inputs.identity.clone())))),
+                _ => Some((i, None)),
             })
             .collect();
-        let inputs = Inputs {
-            identity: id,
-            platform,
-            dockerfile,
-            context,
-            parent: parent_input,
-            build_args: image.build_args.clone(),
-            templates,
-            packages: PackageInputs {
-                apt: image.packages.apt.clone(),
-                pip: image.packages.pip.clone(),
-                conda: image.packages.conda.clone(),
-                vscode: image.vscode_extensions.clone(),
-            },
-        };
-        out[i] = Some(Prepared { rendered, inputs });
+        let results = crate::par::map(&work, |(i, parent)| {
+            prepare_one(catalog, renderer, base_map, *i, parent.clone())
+        });
+        for ((i, _), result) in work.iter().zip(results) {
+            match result {
+                Ok(p) => out[*i] = Some(p),
+                Err(e) => errors.push(e),
+            }
+        }
     }
     if errors.is_empty() {
         Ok(out.into_iter().flatten().collect())
     } else {
         Err(errors)
+    }
+}
+
+/// Render image `i` and compute its inputs; `parent` is the catalog parent's
+/// name and identity.
+fn prepare_one(
+    catalog: &Catalog,
+    renderer: &Renderer,
+    base_map: &BaseMap,
+    i: usize,
+    parent: Option<(String, String)>,
+) -> Result<Prepared, RenderError> {
+    let image = &catalog.images[i];
+    let rendered = renderer.render(
+        catalog,
+        image,
+        parent.as_ref().map(|p| p.1.as_str()),
+        base_map,
+    )?;
+    let parent_input = match (&image.parent, parent) {
+        (_, Some((name, identity))) => ParentInput::Image { name, identity },
+        (ParentRef::Base(b), None) | (ParentRef::Image(b), None) => ParentInput::Base {
+            name: b.clone(),
+            reference: rendered.base_reference.clone().unwrap_or_default(),
+        },
+    };
+    let context: BTreeMap<String, String> = rendered
+        .context
+        .iter()
+        .map(|(p, bytes)| (p.clone(), sha256_hex(bytes)))
+        .collect();
+    let dockerfile = sha256_hex(rendered.dockerfile.as_bytes());
+    let platform = catalog.settings.platform.clone();
+    let id = identity(
+        &platform,
+        &dockerfile,
+        &context,
+        &parent_input,
+        &image.build_args,
+    );
+    let templates = rendered
+        .templates
+        .iter()
+        .filter_map(|t| {
+            renderer
+                .template_hash(t)
+                .map(|h| (t.clone(), h.to_string()))
+        })
+        .collect();
+    let inputs = Inputs {
+        identity: id,
+        platform,
+        dockerfile,
+        context,
+        parent: parent_input,
+        build_args: image.build_args.clone(),
+        templates,
+        packages: PackageInputs {
+            apt: image.packages.apt.clone(),
+            pip: image.packages.pip.clone(),
+            conda: image.packages.conda.clone(),
+            vscode: image.vscode_extensions.clone(),
+        },
+    };
+    Ok(Prepared { rendered, inputs })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sha256_hex_of_a_known_value() {
+        assert_eq!(
+            super::sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

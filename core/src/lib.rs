@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod formats;
 pub mod graph;
 pub mod identity;
+mod par;
 pub mod plan;
 pub mod render;
 pub mod yaml;

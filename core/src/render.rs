@@ -103,6 +103,8 @@ pub struct Renderer {
     tera: tera::Tera,
     set: TemplateSet,
     includes: BTreeMap<String, BTreeSet<String>>,
+    /// sha256 of each template source, computed once.
+    hashes: BTreeMap<String, String>,
 }
 
 static INCLUDE: LazyLock<Regex> = LazyLock::new(|| {
@@ -180,10 +182,16 @@ impl Renderer {
                 (name.clone(), deps)
             })
             .collect();
+        let hashes = set
+            .templates
+            .iter()
+            .map(|(name, source)| (name.clone(), crate::identity::sha256_hex(source.as_bytes())))
+            .collect();
         Ok(Renderer {
             tera,
             set,
             includes,
+            hashes,
         })
     }
 
@@ -191,8 +199,9 @@ impl Renderer {
         self.set.templates.contains_key(name)
     }
 
-    pub fn template_source(&self, name: &str) -> Option<&str> {
-        self.set.templates.get(name).map(String::as_str)
+    /// sha256 (hex) of a template's source.
+    pub fn template_hash(&self, name: &str) -> Option<&str> {
+        self.hashes.get(name).map(String::as_str)
     }
 
     /// `name` and every template it includes, extends or imports, transitively.

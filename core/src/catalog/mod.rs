@@ -31,8 +31,9 @@ pub fn load(sources: &Sources) -> Result<Catalog, Vec<Diagnostic>> {
         }
     };
     let mut files = Vec::new();
-    for file in &sources.images {
-        let root = match yaml::parse(&file.path, &file.text) {
+    let parsed = crate::par::map(&sources.images, |file| yaml::parse(&file.path, &file.text));
+    for (file, root) in sources.images.iter().zip(parsed) {
+        let root = match root {
             Ok(root) => root,
             Err(d) => {
                 diags.push(d);
@@ -63,7 +64,7 @@ pub fn load(sources: &Sources) -> Result<Catalog, Vec<Diagnostic>> {
         let mut r = Reader::new(&f.file, &mut diags);
         images.extend(expand(&mut r, f, &settings));
     }
-    let catalog = Catalog { settings, images };
+    let catalog = Catalog::new(settings, images);
     check(&catalog, &mut diags);
     if diags.is_empty() {
         Ok(catalog)
@@ -202,18 +203,20 @@ fn expand(r: &mut Reader<'_>, f: &ImageFile, settings: &Settings) -> Vec<Image> 
     out
 }
 
-/// The name a package list entry is known by, to find duplicates.
-fn package_key(kind: &str, spec: &str) -> String {
-    match kind {
-        "pip" => formats::parse_requirement(spec)
-            .map(|r| r.name)
-            .unwrap_or_else(|_| spec.to_string()),
-        _ => spec
-            .split(['=', '<', '>', '!', '@'])
-            .next()
-            .unwrap_or(spec)
-            .to_string(),
+/// The name a package list entry is known by (to find duplicates), and the
+/// line written for it (pip requirements normalised).
+fn package_key_and_line(kind: &str, spec: &str) -> (String, String) {
+    if kind == "pip"
+        && let Ok(req) = formats::parse_requirement(spec)
+    {
+        return (req.name.clone(), req.to_line());
     }
+    let name = spec
+        .split(['=', '<', '>', '!', '@'])
+        .next()
+        .unwrap_or(spec)
+        .to_string();
+    (name, spec.to_string())
 }
 
 fn merge_list(
@@ -227,14 +230,7 @@ fn merge_list(
     let mut seen: BTreeMap<String, (String, Pos)> = BTreeMap::new();
     for layer in layers {
         for item in get(layer) {
-            let key = package_key(kind, &item.value);
-            let line = if kind == "pip" {
-                formats::parse_requirement(&item.value)
-                    .map(|req| req.to_line())
-                    .unwrap_or_else(|_| item.value.clone())
-            } else {
-                item.value.clone()
-            };
+            let (key, line) = package_key_and_line(kind, &item.value);
             match seen.get(&key) {
                 Some((prev, _)) if *prev == line => {}
                 Some((prev, at)) => r.error(

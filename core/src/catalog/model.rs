@@ -1,6 +1,6 @@
 //! The catalog's types after decoding and variant expansion.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -46,12 +46,18 @@ impl Registry {
         })
     }
 
-    pub fn repository(&self, image: &str) -> String {
+    /// The repository path inside the registry: `<prefix>/<image>`.
+    pub fn path(&self, image: &str) -> String {
         if self.prefix.is_empty() {
-            format!("{}/{image}", self.host)
+            image.to_string()
         } else {
-            format!("{}/{}/{image}", self.host, self.prefix)
+            format!("{}/{image}", self.prefix)
         }
+    }
+
+    /// The full repository name: `<host>/<prefix>/<image>`.
+    pub fn repository(&self, image: &str) -> String {
+        format!("{}/{}", self.host, self.path(image))
     }
 }
 
@@ -234,11 +240,31 @@ pub struct Catalog {
     pub settings: Settings,
     /// Concrete images in file order, variants in matrix order.
     pub images: Vec<Image>,
+    /// Position of each image in `images`, by name (the first one, if a name
+    /// is used twice).
+    #[serde(skip)]
+    pub index: HashMap<String, usize>,
 }
 
 impl Catalog {
+    pub fn new(settings: Settings, images: Vec<Image>) -> Catalog {
+        let mut index = HashMap::with_capacity(images.len());
+        for (i, image) in images.iter().enumerate() {
+            index.entry(image.name.clone()).or_insert(i);
+        }
+        Catalog {
+            settings,
+            images,
+            index,
+        }
+    }
+
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     pub fn image(&self, name: &str) -> Option<&Image> {
-        self.images.iter().find(|i| i.name == name)
+        self.position(name).map(|i| &self.images[i])
     }
 
     /// The base an image ultimately starts from (following catalog parents).
