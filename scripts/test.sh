@@ -9,6 +9,11 @@
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+if ! command -v cargo >/dev/null || ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "error: needs Rust 1.95 or newer with rustfmt and clippy (rustup: rustup component add rustfmt clippy)" >&2
+    exit 1
+fi
+
 start=$SECONDS
 step() { printf '\n[test] +%ss %s\n' "$((SECONDS - start))" "$*"; }
 

@@ -110,14 +110,9 @@ struct BaseMapArgs {
 #[derive(Args)]
 struct RegistryArgs {
     /// Registry to check, HOST[:PORT][/PREFIX], instead of the catalog's
-    #[arg(
-        long,
-        env = "LABFORGE_REGISTRY",
-        value_name = "TARGET",
-        conflicts_with = "no_registry"
-    )]
+    #[arg(long, env = "LABFORGE_REGISTRY", value_name = "TARGET")]
     registry: Option<String>,
-    /// Ask no registry: every image is planned as "to build"
+    /// Ask no registry (even if one is configured): every image is planned as "to build"
     #[arg(long)]
     no_registry: bool,
 }

@@ -11,6 +11,8 @@ fn labforge(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env_remove("LABFORGE_REGISTRY")
         .env_remove("LABFORGE_CONFIG")
+        .env_remove("LABFORGE_CATALOG")
+        .env_remove("LABFORGE_DOCKERFILES")
         .output()
         .expect("the labforge binary runs")
 }

@@ -174,6 +174,9 @@ fn plan_command_shows_presence() {
     let out = Command::new(env!("CARGO_BIN_EXE_labforge"))
         .args(["plan", "--registry", &t])
         .current_dir(&root)
+        .env_remove("LABFORGE_CONFIG")
+        .env_remove("LABFORGE_CATALOG")
+        .env_remove("LABFORGE_DOCKERFILES")
         .output()
         .expect("labforge runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

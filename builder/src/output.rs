@@ -75,7 +75,11 @@ pub fn render_to(
     let base = out
         .file_name()
         .map_or_else(|| "render".into(), |n| n.to_string_lossy().into_owned());
-    let staging = parent.join(format!(".{base}.tmp-{}", std::process::id()));
+    let stamp = unique_stamp();
+    let staging = parent.join(format!(".{base}.tmp-{stamp}"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
     let result = write_all(analyzed, &staging, only);
     let written = match result {
         Ok(w) => w,
@@ -85,7 +89,10 @@ pub fn render_to(
         }
     };
     // Swap: old aside, new in, old removed.
-    let old = parent.join(format!(".{base}.old-{}", std::process::id()));
+    let old = parent.join(format!(".{base}.old-{stamp}"));
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
     if out.exists() {
         fs::rename(out, &old).map_err(io(out))?;
     }
@@ -109,6 +116,14 @@ pub fn render_to(
             w
         })
         .collect())
+}
+
+/// Process id and time, so that a leftover from a killed run never collides.
+fn unique_stamp() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
@@ -151,9 +166,7 @@ fn write_all(
             "base_image": prepared.rendered.base_reference,
             // What the builder adds at build time: the parent's digest as
             // BASE_IMAGE, and labels that cannot be part of the hashed bytes.
-            "build_labels": {
-                "labforge.input-hash": prepared.inputs.identity,
-            },
+            "build_labels": labforge_core::render::build_labels(&analyzed.catalog, image, &prepared.inputs.identity),
             "inputs": prepared.inputs,
         }));
         written.push(Written {

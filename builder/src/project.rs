@@ -55,8 +55,11 @@ impl Layout {
                 .map_err(io(&images_dir))?
                 .map(|e| e.map(|e| e.path()).map_err(io(&images_dir)))
                 .collect::<Result<_, _>>()?;
+            // Regular files only: a symbolic link could pull in a file from
+            // outside the catalog.
             paths.retain(|p| {
-                p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
+                    && p.extension().is_some_and(|e| e == "yaml" || e == "yml")
             });
             paths.sort();
             for p in paths {

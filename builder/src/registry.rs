@@ -79,7 +79,10 @@ pub fn is_loopback(host: &str) -> bool {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    name == "localhost" || name == "::1" || name.starts_with("127.")
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 pub struct RegistryClient {
@@ -290,6 +293,8 @@ mod tests {
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("registry.example.edu"));
         assert!(!is_loopback("10.0.0.1:5000"));
+        assert!(!is_loopback("127.example.org:5000"));
+        assert!(is_loopback("127.1.2.3"));
     }
 
     #[test]

@@ -317,6 +317,64 @@ pub fn base_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// Text shown in the spawner: KubeSpawner inserts it into the page unescaped.
+pub fn no_html(s: &str) -> Result<(), String> {
+    if s.contains(['<', '>']) {
+        Err("contains < or >: KubeSpawner shows names and descriptions as unescaped HTML, so markup is not allowed".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Variables a catalog may set (`env`, `build_args`): a valid name that does
+/// not steer package managers, downloads, the loader or the runtime, so that
+/// catalog text cannot change where packages come from or how they install.
+pub fn settable_variable(s: &str) -> Result<(), String> {
+    env_name(s)?;
+    let upper = s.to_ascii_uppercase();
+    const PREFIXES: &[&str] = &[
+        "PIP_",
+        "UV_",
+        "PYTHON",
+        "LD_",
+        "CONDA_",
+        "MAMBA_",
+        "APT_",
+        "DEBIAN_",
+        "DPKG_",
+        "NVIDIA_",
+        "LABFORGE_",
+        "CURL_",
+        "SSL_",
+        "GIT_",
+        "NPM_",
+        "NODE_",
+        "JUPYTER",
+        "BASH_",
+    ];
+    const NAMES: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "SHELL",
+        "ENV",
+        "IFS",
+        "REQUESTS_CA_BUNDLE",
+        "VIRTUAL_ENV",
+        "NB_USER",
+        "NB_UID",
+        "NB_GID",
+        "BASE_IMAGE",
+    ];
+    if upper.ends_with("_PROXY")
+        || PREFIXES.iter().any(|p| upper.starts_with(p))
+        || NAMES.contains(&upper.as_str())
+    {
+        return Err("is reserved: it would change how packages are fetched or installed, or how the environment runs (PIP_*, PYTHON*, LD_*, *_PROXY, PATH, NVIDIA_*, LABFORGE_* and the like are set by the templates only)".into());
+    }
+    Ok(())
+}
+
 pub fn env_name(s: &str) -> Result<(), String> {
     if ENV_NAME.is_match(s) {
         Ok(())

@@ -61,6 +61,9 @@ pub struct Inputs {
     pub templates: BTreeMap<String, String>,
     /// The package lists behind the context files (for reasons only).
     pub packages: PackageInputs,
+    /// sha256 of the other catalog values the template saw (for reasons only).
+    #[serde(default)]
+    pub values: String,
 }
 
 impl Inputs {
@@ -201,6 +204,7 @@ fn prepare_one(
             conda: image.packages.conda.clone(),
             vscode: image.vscode_extensions.clone(),
         },
+        values: rendered.values.clone(),
     };
     Ok(Prepared { rendered, inputs })
 }

@@ -229,12 +229,16 @@ pub fn reasons(before: Option<&Inputs>, now: &Inputs, state: &Presence) -> Vec<S
     for change in map_diff(&before.build_args, &now.build_args) {
         out.push(format!("build argument {change}"));
     }
-    // A package list that appears or goes away changes the Dockerfile too.
-    let explained = template_changed || parent_changed || !explained.is_empty();
-    if before.dockerfile != now.dockerfile && !explained {
+    let values_changed = before.values != now.values;
+    if values_changed {
         out.push(
-            "Dockerfile changed (catalog fields such as env, labels or description)".to_string(),
+            "catalog entry changed (env, labels, build args, variant or base settings)".to_string(),
         );
+    }
+    // A package list that appears or goes away changes the Dockerfile too.
+    let explained = template_changed || parent_changed || values_changed || !explained.is_empty();
+    if before.dockerfile != now.dockerfile && !explained {
+        out.push("Dockerfile changed".to_string());
     }
     if out.is_empty() {
         out.push("inputs changed".to_string());

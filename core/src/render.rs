@@ -96,6 +96,43 @@ pub struct Rendered {
     /// What `BASE_IMAGE` is for an image on a base (after the base map);
     /// `None` for a catalog parent, whose digest the builder passes.
     pub base_reference: Option<String>,
+    /// sha256 of the catalog values the template saw (without package lists
+    /// and parent), to tell "the catalog entry changed" in plan reasons.
+    pub values: String,
+}
+
+/// Labels the builder adds at build time: what people read (title,
+/// description, vendor, source, owners, request issue) and the input hash.
+/// They describe the image but are not part of its identity.
+pub fn build_labels(catalog: &Catalog, image: &Image, identity: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (
+            "org.opencontainers.image.title".to_string(),
+            image.profile.display_name.clone(),
+        ),
+        (
+            "org.opencontainers.image.description".to_string(),
+            image.description.replace('\n', " "),
+        ),
+        ("labforge.input-hash".to_string(), identity.to_string()),
+    ]);
+    let settings = &catalog.settings;
+    if !settings.vendor.is_empty() {
+        labels.insert(
+            "org.opencontainers.image.vendor".into(),
+            settings.vendor.clone(),
+        );
+    }
+    if let Some(source) = &settings.source {
+        labels.insert("org.opencontainers.image.source".into(), source.clone());
+    }
+    if !image.owners.is_empty() {
+        labels.insert("labforge.owners".into(), image.owners.join(","));
+    }
+    if let Some(issue) = image.issue {
+        labels.insert("labforge.issue".into(), issue.to_string());
+    }
+    labels
 }
 
 /// A Tera instance holding every template, ready to render any image.
@@ -108,7 +145,7 @@ pub struct Renderer {
 }
 
 static INCLUDE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"\{%-?\s*(?:include|extends|import)\s+"([^"]+)""#)
+    Regex::new(r#"\{%-?\s*(?:include|extends|import)\s+(?:"([^"]+)"|'([^']+)')"#)
         .unwrap_or_else(|e| panic!("built-in pattern: {e}"))
 });
 
@@ -177,7 +214,11 @@ impl Renderer {
             .map(|(name, source)| {
                 let deps = INCLUDE
                     .captures_iter(source)
-                    .filter_map(|c| c.get(1).map(|m| m.as_str().to_string()))
+                    .filter_map(|c| {
+                        c.get(1)
+                            .or_else(|| c.get(2))
+                            .map(|m| m.as_str().to_string())
+                    })
                     .collect();
                 (name.clone(), deps)
             })
@@ -238,10 +279,13 @@ impl Renderer {
             ParentRef::Image(_) => None,
         };
         let mut context: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // Sorted: the order packages are listed in changes nothing.
         let mut list = |file: &str, items: &[String]| -> Value {
             if items.is_empty() {
                 return Value::Null;
             }
+            let mut items = items.to_vec();
+            items.sort();
             let mut text = items.join("\n");
             text.push('\n');
             context.insert(file.to_string(), text.into_bytes());
@@ -254,17 +298,15 @@ impl Renderer {
             "vscode": list(VSCODE_FILE, &image.vscode_extensions),
         });
         let settings = &catalog.settings;
-        let ctx = json!({
+        // Only what belongs in the image's bytes: descriptions, names shown to
+        // users, owners and the like are build-time labels (`build_labels`),
+        // so that rewording them rebuilds nothing.
+        let mut ctx = json!({
             "image": {
                 "name": image.name,
                 "repository": image.repository,
                 "variant": image.variant,
                 "axes": image.axes.iter().cloned().collect::<BTreeMap<String, String>>(),
-                "description": image.description,
-                "title": image.profile.display_name,
-                "owners": image.owners,
-                "issue": image.issue,
-                "file": image.file,
                 "gpu": image.profile.gpus.is_some(),
             },
             "parent": match &image.parent {
@@ -276,14 +318,26 @@ impl Renderer {
                 "min_driver": b.min_driver, "os": b.os,
             })),
             "cuda": root.and_then(|b| b.cuda.clone()),
-            "files": files,
             "env": image.env,
             "labels": image.labels,
             "build_args": image.build_args.keys().collect::<Vec<_>>(),
             "code_server_version": settings.code_server_version,
-            "vendor": settings.vendor,
-            "source": settings.source,
         });
+        // The catalog values behind this render, without the package lists,
+        // the parent and the build arguments (each explained on its own in
+        // plan reasons).
+        let values = {
+            let mut v = ctx.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("files");
+                o.remove("parent");
+                o.remove("build_args");
+            }
+            crate::identity::sha256_hex(v.to_string().as_bytes())
+        };
+        if let Some(o) = ctx.as_object_mut() {
+            o.insert("files".into(), files);
+        }
         let tctx = tera::Context::from_value(ctx).map_err(|e| RenderError::Render {
             image: image.name.clone(),
             template: image.template.clone(),
@@ -302,7 +356,7 @@ impl Renderer {
             image: image.name.clone(),
             problem,
         })?;
-        for src in sources {
+        for src in sources.iter().cloned() {
             if context.contains_key(&src) {
                 continue;
             }
@@ -322,11 +376,22 @@ impl Renderer {
             };
             context.insert(src, bytes.clone());
         }
+        for generated in [APT_FILE, PIP_FILE, CONDA_FILE, VSCODE_FILE] {
+            if context.contains_key(generated) && !sources.contains(generated) {
+                return Err(RenderError::Context {
+                    image: image.name.clone(),
+                    problem: format!(
+                        "never copies {generated}, so its packages would be silently left out; include partials/packages.tera or COPY it"
+                    ),
+                });
+            }
+        }
         Ok(Rendered {
             dockerfile,
             context,
             templates: self.closure(&image.template),
             base_reference,
+            values,
         })
     }
 }

@@ -65,6 +65,9 @@ pub enum Kind {
 pub struct Node {
     pub kind: Kind,
     pub pos: Pos,
+    /// A scalar's text as written (empty for lists and mappings), so that
+    /// `3.10` used as text stays `3.10`, not the number 3.1.
+    pub text: String,
 }
 
 impl Node {
@@ -172,8 +175,9 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
                     ));
                 }
                 Node {
-                    kind: resolve(value, style),
+                    kind: resolve(value.clone(), style),
                     pos,
+                    text: value,
                 }
             }
             Event::SequenceStart(_, tag) | Event::MappingStart(_, tag) if tag.is_some() => {
@@ -197,12 +201,14 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
                 Some(Frame::Seq(p, items)) => Node {
                     kind: Kind::Seq(items),
                     pos: p,
+                    text: String::new(),
                 },
                 Some(Frame::Map(p, entries, _)) => Node {
                     // A block mapping's start event is reported after its
                     // first key; the mapping starts where that key does.
                     pos: entries.first().map_or(p, |(k, _)| k.pos.min(p)),
                     kind: Kind::Map(entries),
+                    text: String::new(),
                 },
                 None => return Err(err(pos, "invalid YAML: unbalanced collection".into())),
             },
@@ -219,6 +225,7 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
     Ok(root.unwrap_or(Node {
         kind: Kind::Null,
         pos: Pos { line: 1, col: 1 },
+        text: String::new(),
     }))
 }
 
@@ -326,8 +333,10 @@ impl<'d> Reader<'d> {
             .collect()
     }
 
+    /// A string; an unquoted number or boolean is taken as the text written.
     pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.kind {
+            Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => Some(node.text.clone()),
             Kind::Str(s) => {
                 if let Some(c) = s.chars().find(|c| c.is_control() && *c != '\n') {
                     self.error(
@@ -364,6 +373,23 @@ impl<'d> Reader<'d> {
         check: impl Fn(&str) -> Result<(), String>,
     ) -> Option<String> {
         let s = self.line(node, path)?;
+        match check(&s) {
+            Ok(()) => Some(s),
+            Err(why) => {
+                self.error(node.pos, path, format!("{s:?} {why}"));
+                None
+            }
+        }
+    }
+
+    /// A string that may span lines and must pass `check`.
+    pub fn text(
+        &mut self,
+        node: &Node,
+        path: &str,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Option<String> {
+        let s = self.string(node, path)?;
         match check(&s) {
             Ok(()) => Some(s),
             Err(why) => {

@@ -260,12 +260,12 @@ fn catalog_field_change_is_explained() {
     let mut images = files();
     images.insert(
         "other",
-        "name: other\ntemplate: b.Dockerfile.tera\nbase: os\nbuild_args:\n  PIP_INDEX: local\n"
+        "name: other\ntemplate: b.Dockerfile.tera\nbase: os\nbuild_args:\n  COURSE_YEAR: \"2026\"\n"
             .into(),
     );
     let after = run(&images, &templates(), &BaseMap::default());
     let p = make_plan(&after, Presence::Absent, &baseline(&before));
-    assert_eq!(reasons(&p, "other"), ["build argument PIP_INDEX added"]);
+    assert_eq!(reasons(&p, "other"), ["build argument COURSE_YEAR added"]);
 }
 
 #[test]
@@ -296,12 +296,162 @@ fn base_map_changes_images_on_that_base() {
 #[test]
 fn registry_is_not_part_of_identity() {
     let a = run(&files(), &templates(), &BaseMap::default());
-    let mut other = a.catalog.clone();
-    other.settings.registry = None;
-    let p = plan::plan(&other, &a.graph, &a.prepared, &[], &BTreeMap::new(), None);
-    let q = make_plan(&a, Presence::NotChecked, &BTreeMap::new());
-    for (x, y) in p.images.iter().zip(&q.images) {
-        assert_eq!(x.identity, y.identity);
-        assert_eq!(x.reference, None);
+    let sources = Sources {
+        settings: SourceFile {
+            path: "catalog.yaml".into(),
+            text: SETTINGS
+                .replace("127.0.0.1:5000", "registry.example.edu")
+                .replace("prefix: test", "prefix: other"),
+        },
+        images: files()
+            .iter()
+            .map(|(n, t)| SourceFile {
+                path: format!("images/{n}.yaml"),
+                text: t.clone(),
+            })
+            .collect(),
+    };
+    let set = TemplateSet {
+        templates: templates()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        files: BTreeMap::new(),
+    };
+    let b = match analyze(&sources, set, &BaseMap::default()) {
+        Ok(b) => b,
+        Err(p) => panic!("{p:?}"),
+    };
+    assert_eq!(
+        b.catalog
+            .settings
+            .registry
+            .as_ref()
+            .map(|r| r.host.as_str()),
+        Some("registry.example.edu")
+    );
+    assert_eq!(identities(&a), identities(&b));
+}
+
+#[test]
+fn catalog_entry_change_is_named() {
+    let before = run(&files(), &templates(), &BaseMap::default());
+    let mut images = files();
+    images.insert(
+        "other",
+        "name: other\ntemplate: b.Dockerfile.tera\nbase: os\nenv:\n  COURSE: nlp\n".into(),
+    );
+    let mut tpl = templates();
+    tpl.insert(
+        "b.Dockerfile.tera",
+        "{% include 'partials/from.tera' %}{% include \"partials/packages.tera\" %}ENV IMAGE={{ image.name | dq }}\n{% for k, v in env %}ENV {{ k }}={{ v | dq }}\n{% endfor %}".into(),
+    );
+    let with_env_loop = run(&files(), &tpl, &BaseMap::default());
+    let after = run(&images, &tpl, &BaseMap::default());
+    let p = make_plan(&after, Presence::Absent, &baseline(&with_env_loop));
+    assert_eq!(
+        reasons(&p, "other"),
+        ["catalog entry changed (env, labels, build args, variant or base settings)"]
+    );
+    // Single-quoted includes count too.
+    let child = after
+        .catalog
+        .images
+        .iter()
+        .position(|i| i.name == "other")
+        .expect("other");
+    assert!(
+        after.prepared[child]
+            .rendered
+            .templates
+            .contains("partials/from.tera")
+    );
+    let _ = before;
+}
+
+#[test]
+fn package_order_does_not_matter() {
+    let mut a = files();
+    a.insert(
+        "other",
+        "name: other\ntemplate: b.Dockerfile.tera\nbase: os\npackages:\n  pip: [numpy, pandas]\n"
+            .into(),
+    );
+    let mut b = files();
+    b.insert(
+        "other",
+        "name: other\ntemplate: b.Dockerfile.tera\nbase: os\npackages:\n  pip: [pandas, numpy]\n"
+            .into(),
+    );
+    let (a, b) = (
+        run(&a, &templates(), &BaseMap::default()),
+        run(&b, &templates(), &BaseMap::default()),
+    );
+    assert_eq!(identities(&a), identities(&b));
+}
+
+#[test]
+fn a_template_that_drops_a_package_list_is_an_error() {
+    let mut images = files();
+    images.insert(
+        "root",
+        "name: root\ntemplate: a.Dockerfile.tera\nbase: os\npackages:\n  apt: [curl]\n".into(),
+    );
+    let sources = Sources {
+        settings: SourceFile {
+            path: "catalog.yaml".into(),
+            text: SETTINGS.into(),
+        },
+        images: images
+            .iter()
+            .map(|(n, t)| SourceFile {
+                path: format!("images/{n}.yaml"),
+                text: t.clone(),
+            })
+            .collect(),
+    };
+    let set = TemplateSet {
+        templates: templates()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        files: BTreeMap::new(),
+    };
+    let problems = analyze(&sources, set, &BaseMap::default())
+        .err()
+        .expect("an error");
+    let text = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("root: the Dockerfile never copies apt-packages.txt"),
+        "{text}"
+    );
+}
+
+#[test]
+fn parallel_rendering_matches_sequential() {
+    // 40 siblings on the base render in parallel (a level of 40); each alone
+    // renders sequentially. Identities must agree.
+    let mut many = BTreeMap::new();
+    let names: Vec<String> = (0..40).map(|i| format!("img{i:02}")).collect();
+    for n in &names {
+        many.insert(
+            n.as_str(),
+            format!(
+                "name: {n}\ntemplate: b.Dockerfile.tera\nbase: os\npackages:\n  pip: [pkg{n}]\n"
+            ),
+        );
+    }
+    let all = run(&many, &templates(), &BaseMap::default());
+    for n in names.iter().step_by(7) {
+        let one = run(
+            &BTreeMap::from([(n.as_str(), many[n.as_str()].clone())]),
+            &templates(),
+            &BaseMap::default(),
+        );
+        assert_eq!(identities(&one)[n], identities(&all)[n]);
     }
 }

@@ -103,6 +103,8 @@ const VARIANT_KEYS: &[&str] = &[
     "tests",
     "profile",
 ];
+/// What `defaults.profile` may set: resources and placement, not identity.
+const DEFAULT_PROFILE_KEYS: &[&str] = &["cpu", "memory", "node_selector", "tolerations", "groups"];
 const PROFILE_KEYS: &[&str] = &[
     "display_name",
     "description",
@@ -208,7 +210,7 @@ fn base(r: &mut Reader<'_>, node: &Node, path: &str, name: &str) -> Option<Base>
     let description = m
         .get("description")
         .and_then(|n| r.line(n, &m.at("description")));
-    if cuda.is_some() && min_driver.is_none() {
+    if cuda.is_some() && m.get("min_driver").is_none() {
         r.error(
             m.pos,
             path,
@@ -238,7 +240,7 @@ fn defaults(r: &mut Reader<'_>, node: &Node) -> (ProfileFields, GpuPool) {
     };
     let profile = m
         .get("profile")
-        .map(|n| profile(r, n, "defaults.profile").0)
+        .map(|n| profile(r, n, "defaults.profile", DEFAULT_PROFILE_KEYS).0)
         .unwrap_or_default();
     let mut pool = GpuPool::default();
     if let Some(n) = m.get("gpu")
@@ -398,7 +400,7 @@ fn fields(r: &mut Reader<'_>, m: &mut MapReader<'_>, variant: bool) -> Fields {
     }
     f.description = m
         .get("description")
-        .and_then(|n| r.string(n, &m.at("description")));
+        .and_then(|n| r.text(n, &m.at("description"), formats::no_html));
     let base = m.get("base");
     let parent = m.get("parent");
     if let (Some(_), Some(p)) = (base, parent) {
@@ -449,7 +451,7 @@ fn fields(r: &mut Reader<'_>, m: &mut MapReader<'_>, variant: bool) -> Fields {
         vm.finish(r, &["extensions"]);
     }
     if let Some(n) = m.get("env") {
-        f.env = string_map(r, n, &m.at("env"), formats::env_name);
+        f.env = string_map(r, n, &m.at("env"), formats::settable_variable);
     }
     if let Some(n) = m.get("labels") {
         f.labels = string_map(r, n, &m.at("labels"), |k| {
@@ -465,7 +467,7 @@ fn fields(r: &mut Reader<'_>, m: &mut MapReader<'_>, variant: bool) -> Fields {
     }
     if let Some(n) = m.get("build_args") {
         f.build_args = string_map(r, n, &m.at("build_args"), |k| {
-            formats::env_name(k)?;
+            formats::settable_variable(k)?;
             if k == "BASE_IMAGE" {
                 return Err("is reserved: labforge passes the parent image as BASE_IMAGE".into());
             }
@@ -476,7 +478,7 @@ fn fields(r: &mut Reader<'_>, m: &mut MapReader<'_>, variant: bool) -> Fields {
         f.tests = tests(r, n, &m.at("tests"));
     }
     if let Some(n) = m.get("profile") {
-        let (p, dn_pos) = profile(r, n, &m.at("profile"));
+        let (p, dn_pos) = profile(r, n, &m.at("profile"), PROFILE_KEYS);
         f.profile = p;
         f.profile_display_name_pos = dn_pos;
     }
@@ -503,21 +505,7 @@ fn string_map(
             r.error(key.pos, &p, format!("{k:?} {why}"));
             continue;
         }
-        let v = match &value.kind {
-            Kind::Str(_) => r.line(value, &p),
-            Kind::Int(i) => Some(i.to_string()),
-            Kind::Float(f) => Some(f.to_string()),
-            Kind::Bool(b) => Some(b.to_string()),
-            _ => {
-                r.error(
-                    value.pos,
-                    &p,
-                    format!("expected a string, found {}", value.describe()),
-                );
-                None
-            }
-        };
-        if let Some(v) = v {
+        if let Some(v) = r.line(value, &p) {
             out.insert(k.to_string(), v);
         }
     }
@@ -640,7 +628,8 @@ fn gpus(r: &mut Reader<'_>, node: &Node, path: &str) -> Option<Gpus> {
         }
     };
     match &node.kind {
-        Kind::Int(0) => None,
+        // An explicit 0 (e.g. in a CPU variant) switches GPUs off.
+        Kind::Int(0) => Some(Gpus::Count(0)),
         Kind::Map(_) => {
             let mut m = r.map(node, path)?;
             let choices: Vec<u32> = match m.require(r, "choices") {
@@ -732,6 +721,13 @@ fn tolerations(r: &mut Reader<'_>, node: &Node, path: &str) -> Vec<Toleration> {
         if let Some(n) = m.get("tolerationSeconds") {
             t.toleration_seconds = r.int(n, &m.at("tolerationSeconds"), 0, i64::from(u32::MAX));
         }
+        if t.toleration_seconds.is_some() && t.effect.as_deref() != Some("NoExecute") {
+            r.error(
+                pos,
+                &p,
+                "tolerationSeconds is only allowed with effect NoExecute (Kubernetes rejects it otherwise)",
+            );
+        }
         if t.operator.as_deref() == Some("Exists") && t.value.is_some() {
             r.error(
                 pos,
@@ -755,41 +751,53 @@ fn tolerations(r: &mut Reader<'_>, node: &Node, path: &str) -> Vec<Toleration> {
     out
 }
 
-fn profile(r: &mut Reader<'_>, node: &Node, path: &str) -> (ProfileFields, Option<Pos>) {
+fn profile(
+    r: &mut Reader<'_>,
+    node: &Node,
+    path: &str,
+    allowed: &[&str],
+) -> (ProfileFields, Option<Pos>) {
     let mut p = ProfileFields::default();
     let Some(mut m) = r.map(node, path) else {
         return (p, None);
     };
-    let dn = m.get("display_name");
+    let dn = pick(&mut m, allowed, "display_name");
     let dn_pos = dn.map(|n| n.pos);
-    p.display_name = dn.and_then(|n| r.line(n, &m.at("display_name")));
-    p.description = m
-        .get("description")
-        .and_then(|n| r.string(n, &m.at("description")));
-    p.slug = m.get("slug").and_then(|n| {
+    p.display_name = dn.and_then(|n| r.token(n, &m.at("display_name"), formats::no_html));
+    p.description = pick(&mut m, allowed, "description")
+        .and_then(|n| r.text(n, &m.at("description"), formats::no_html));
+    p.slug = pick(&mut m, allowed, "slug").and_then(|n| {
         let value = r.token(n, &m.at("slug"), formats::slug)?;
         Some(Spanned { value, pos: n.pos })
     });
-    p.default = m.get("default").and_then(|n| r.bool(n, &m.at("default")));
-    p.gpus = m.get("gpus").and_then(|n| gpus(r, n, &m.at("gpus")));
-    if let Some(n) = m.get("cpu") {
+    p.default = pick(&mut m, allowed, "default").and_then(|n| r.bool(n, &m.at("default")));
+    p.gpus = pick(&mut m, allowed, "gpus").and_then(|n| gpus(r, n, &m.at("gpus")));
+    if let Some(n) = pick(&mut m, allowed, "cpu") {
         (p.cpu_limit, p.cpu_guarantee) = limit_guarantee(r, n, &m.at("cpu"), cpu);
     }
-    if let Some(n) = m.get("memory") {
+    if let Some(n) = pick(&mut m, allowed, "memory") {
         (p.mem_limit, p.mem_guarantee) = limit_guarantee(r, n, &m.at("memory"), memory);
     }
-    if let Some(n) = m.get("node_selector") {
+    if let Some(n) = pick(&mut m, allowed, "node_selector") {
         p.node_selector = node_selector(r, n, &m.at("node_selector"));
     }
-    p.tolerations = m
-        .get("tolerations")
-        .map(|n| tolerations(r, n, &m.at("tolerations")));
-    p.groups = m.get("groups").map(|n| {
+    p.tolerations =
+        pick(&mut m, allowed, "tolerations").map(|n| tolerations(r, n, &m.at("tolerations")));
+    p.groups = pick(&mut m, allowed, "groups").map(|n| {
         r.token_list(n, &m.at("groups"), MAX_ENTRIES, formats::group)
             .into_iter()
             .map(|s| s.value)
             .collect()
     });
-    m.finish(r, PROFILE_KEYS);
+    m.finish(r, allowed);
     (p, dn_pos)
+}
+
+/// A key of `m`, if this kind of mapping allows it (others are reported by `finish`).
+fn pick<'n>(m: &mut MapReader<'n>, allowed: &[&str], key: &str) -> Option<&'n Node> {
+    if allowed.contains(&key) {
+        m.get(key)
+    } else {
+        None
+    }
 }

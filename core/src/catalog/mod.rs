@@ -345,21 +345,32 @@ fn merge(
         display_name = format!("{display_name} · {}", labels.join(" · "));
     }
     let description = description.unwrap_or_default();
-    let gpus = p.gpus.clone();
-    let (mut node_selector, tolerations) = if gpus.is_some() {
-        let mut t = settings.gpu_pool.tolerations.clone();
-        t.extend(p.tolerations.clone().unwrap_or_default());
-        (settings.gpu_pool.node_selector.clone(), t)
-    } else {
-        (
-            d.node_selector.clone(),
-            p.tolerations
-                .clone()
-                .or_else(|| d.tolerations.clone())
-                .unwrap_or_default(),
-        )
-    };
+    let gpus = p.gpus.clone().filter(|g| g.max() > 0);
+    // Placement: the hub-wide defaults, plus the GPU pool for GPU images, plus
+    // the image's own (its tolerations replace the defaults' list).
+    let mut node_selector = d.node_selector.clone();
+    let mut tolerations = p
+        .tolerations
+        .clone()
+        .or_else(|| d.tolerations.clone())
+        .unwrap_or_default();
+    if gpus.is_some() {
+        node_selector.extend(settings.gpu_pool.node_selector.clone());
+        tolerations.extend(settings.gpu_pool.tolerations.clone());
+    }
     node_selector.extend(p.node_selector.clone());
+    // `default: true` on the image means its default variant; on a variant
+    // value it must be that variant.
+    let variant_says_default = layers[1..].iter().any(|l| l.profile.default == Some(true));
+    if variant_says_default && !is_default {
+        r.error(
+            f.pos,
+            "profile.default",
+            format!(
+                "{name}: only the default variant's profile can be the default; set default_variant to choose it"
+            ),
+        );
+    }
     let profile = Profile {
         slug: p
             .slug
@@ -381,6 +392,25 @@ fn merge(
             .or_else(|| d.groups.clone())
             .unwrap_or_default(),
     };
+    if let (Some(limit), Some(guarantee)) = (profile.cpu_limit, profile.cpu_guarantee)
+        && guarantee > limit
+    {
+        r.error(
+            f.pos,
+            "profile.cpu",
+            format!("{name}: the CPU guarantee {guarantee} is above the limit {limit} (with defaults applied); Kubernetes rejects such a pod"),
+        );
+    }
+    if let (Some(limit), Some(guarantee)) = (&profile.mem_limit, &profile.mem_guarantee)
+        && let (Some(l), Some(g)) = (limit.bytes(), guarantee.bytes())
+        && g > l
+    {
+        r.error(
+            f.pos,
+            "profile.memory",
+            format!("{name}: the memory guarantee is above the limit (with defaults applied); Kubernetes rejects such a pod"),
+        );
+    }
     Some(Image {
         name,
         repository: f.name.value.clone(),

@@ -145,6 +145,27 @@ pub enum Memory {
     Text(String),
 }
 
+impl Memory {
+    /// The size in bytes (K/M/G/T are 1024-based, as in KubeSpawner).
+    pub fn bytes(&self) -> Option<f64> {
+        match self {
+            Memory::Bytes(b) => Some(*b as f64),
+            Memory::Text(t) => {
+                let unit = t.chars().last()?;
+                let num = &t[..t.len() - unit.len_utf8()];
+                let power = match unit {
+                    'K' => 1,
+                    'M' => 2,
+                    'G' => 3,
+                    'T' => 4,
+                    _ => return None,
+                };
+                num.parse::<f64>().ok().map(|n| n * 1024f64.powi(power))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Gpus {

@@ -444,3 +444,135 @@ profile:
         ["numpy"]
     );
 }
+
+#[test]
+fn unquoted_numbers_used_as_text_keep_their_spelling() {
+    let settings = format!(
+        "{SETTINGS}  cudnn-base:\n    image: nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04\n    cuda: 12.4\n    cudnn: 9.1\n    min_driver: 550\n"
+    );
+    let text = "name: x\ntemplate: t.Dockerfile.tera\nbase: cudnn-base\nenv:\n  PYVER: 3.10\n  OCT: 010\n  FLAG: true\n";
+    let c = load(&sources(&settings, &[("x", text)])).expect("valid");
+    let x = c.image("x").expect("x");
+    assert_eq!(x.env["PYVER"], "3.10");
+    assert_eq!(x.env["OCT"], "010");
+    assert_eq!(x.env["FLAG"], "true");
+    let base = &c.settings.bases["cudnn-base"];
+    assert_eq!(
+        (
+            base.cuda.as_deref(),
+            base.cudnn.as_deref(),
+            base.min_driver.as_deref()
+        ),
+        (Some("12.4"), Some("9.1"), Some("550"))
+    );
+}
+
+#[test]
+fn a_cpu_variant_can_switch_gpus_off() {
+    let text = "name: x\ntemplate: t.Dockerfile.tera\nprofile:\n  gpus: 1\nmatrix:\n  acc:\n    cpu:\n      base: ubuntu\n      profile: {gpus: 0}\n    gpu:\n      base: cuda-12.4\n";
+    let c = load(&sources(SETTINGS, &[("x", text)])).expect("valid");
+    assert_eq!(c.image("x-cpu").expect("cpu").profile.gpus, None);
+    assert_eq!(
+        c.image("x-gpu").expect("gpu").profile.gpus,
+        Some(Gpus::Count(1))
+    );
+}
+
+#[test]
+fn gpu_placement_adds_to_the_defaults() {
+    let settings = format!(
+        "{SETTINGS}defaults:\n  profile:\n    tolerations: [{{key: hub.jupyter.org/dedicated, operator: Equal, value: user, effect: NoSchedule}}]\n  gpu:\n    node_selector: {{nvidia.com/gpu.present: \"true\"}}\n    tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]\n"
+    );
+    let text = "name: x\ntemplate: t.Dockerfile.tera\nbase: cuda-12.4\nprofile: {gpus: 1}\n";
+    let c = load(&sources(&settings, &[("x", text)])).expect("valid");
+    let keys: Vec<Option<&str>> = c.images[0]
+        .profile
+        .tolerations
+        .iter()
+        .map(|t| t.key.as_deref())
+        .collect();
+    assert_eq!(
+        keys,
+        [Some("hub.jupyter.org/dedicated"), Some("nvidia.com/gpu")]
+    );
+    assert_eq!(
+        c.images[0].profile.node_selector["nvidia.com/gpu.present"],
+        "true"
+    );
+}
+
+#[test]
+fn defaults_profile_takes_only_resources_and_placement() {
+    check(
+        &format!("{SETTINGS}defaults:\n  profile:\n    gpus: 1\n"),
+        &[("base", BASE_IMAGE)],
+        &[
+            r#"catalog/catalog.yaml:13:5: defaults.profile: unknown key "gpus" (allowed: cpu, memory, node_selector, tolerations, groups)"#,
+        ],
+    );
+}
+
+#[test]
+fn guarantee_above_limit_after_defaults() {
+    let settings = format!(
+        "{SETTINGS}defaults:\n  profile:\n    cpu: {{guarantee: 0.5}}\n    memory: {{guarantee: 2G}}\n"
+    );
+    check(
+        &settings,
+        &[(
+            "x",
+            "name: x\ntemplate: t.Dockerfile.tera\nbase: ubuntu\nprofile:\n  cpu: {limit: 0.25}\n  memory: {limit: 1G}\n",
+        )],
+        &[
+            r#"catalog/images/x.yaml:1:1: profile.cpu: x: the CPU guarantee 0.5 is above the limit 0.25"#,
+            r#"catalog/images/x.yaml:1:1: profile.memory: x: the memory guarantee is above the limit"#,
+        ],
+    );
+}
+
+#[test]
+fn toleration_seconds_needs_no_execute() {
+    check_image(
+        "x",
+        "name: x\ntemplate: t.Dockerfile.tera\nparent: base\nprofile:\n  tolerations:\n    - {key: a, operator: Exists, effect: NoSchedule, tolerationSeconds: 30}\n",
+        &[
+            r#"catalog/images/x.yaml:6:7: profile.tolerations[0]: tolerationSeconds is only allowed with effect NoExecute"#,
+        ],
+    );
+}
+
+#[test]
+fn variables_that_steer_installs_are_reserved() {
+    check_image(
+        "x",
+        "name: x\ntemplate: t.Dockerfile.tera\nparent: base\nenv:\n  PIP_INDEX_URL: https://evil.example/simple\n  https_proxy: http://evil.example:3128\n  LD_PRELOAD: /tmp/x.so\n  JAVA_HOME: /usr/lib/jvm/java-17\nbuild_args:\n  PIP_EXTRA_INDEX_URL: https://evil.example\n",
+        &[
+            r#"catalog/images/x.yaml:5:3: env.PIP_INDEX_URL: "PIP_INDEX_URL" is reserved"#,
+            r#"catalog/images/x.yaml:6:3: env.https_proxy: "https_proxy" is reserved"#,
+            r#"catalog/images/x.yaml:7:3: env.LD_PRELOAD: "LD_PRELOAD" is reserved"#,
+            r#"catalog/images/x.yaml:10:3: build_args.PIP_EXTRA_INDEX_URL: "PIP_EXTRA_INDEX_URL" is reserved"#,
+        ],
+    );
+}
+
+#[test]
+fn markup_in_names_shown_to_users_is_rejected() {
+    check_image(
+        "x",
+        "name: x\ntemplate: t.Dockerfile.tera\nparent: base\nprofile:\n  display_name: <img src=x onerror=alert(1)>\n",
+        &[
+            r#"catalog/images/x.yaml:5:17: profile.display_name: "<img src=x onerror=alert(1)>" contains < or >"#,
+        ],
+    );
+}
+
+#[test]
+fn default_on_a_variant_that_is_not_the_default_variant() {
+    check_image(
+        "x",
+        "name: x\ntemplate: t.Dockerfile.tera\nparent: base\nmatrix:\n  size:\n    small:\n    large:\n      profile: {default: true}\n",
+        &[
+            r#"catalog/images/x.yaml:1:1: profile.default: x-large: only the default variant's profile can be the default"#,
+        ],
+    );
+}
