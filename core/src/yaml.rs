@@ -365,7 +365,7 @@ impl<'d> Reader<'d> {
         Some(s)
     }
 
-    /// A string that must match `check`; the message says what is allowed.
+    /// A single-line string that must pass `check`; the message says what is allowed.
     pub fn token(
         &mut self,
         node: &Node,
@@ -373,13 +373,7 @@ impl<'d> Reader<'d> {
         check: impl Fn(&str) -> Result<(), String>,
     ) -> Option<String> {
         let s = self.line(node, path)?;
-        match check(&s) {
-            Ok(()) => Some(s),
-            Err(why) => {
-                self.error(node.pos, path, format!("{s:?} {why}"));
-                None
-            }
-        }
+        self.checked(node, path, s, check)
     }
 
     /// A string that may span lines and must pass `check`.
@@ -390,6 +384,16 @@ impl<'d> Reader<'d> {
         check: impl Fn(&str) -> Result<(), String>,
     ) -> Option<String> {
         let s = self.string(node, path)?;
+        self.checked(node, path, s, check)
+    }
+
+    fn checked(
+        &mut self,
+        node: &Node,
+        path: &str,
+        s: String,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Option<String> {
         match check(&s) {
             Ok(()) => Some(s),
             Err(why) => {

@@ -47,11 +47,16 @@ fn templates() -> BTreeMap<&'static str, String> {
     ])
 }
 
-fn run(images: &BTreeMap<&str, String>, tpl: &BTreeMap<&str, String>, map: &BaseMap) -> Analyzed {
+fn try_run(
+    settings: &str,
+    images: &BTreeMap<&str, String>,
+    tpl: &BTreeMap<&str, String>,
+    map: &BaseMap,
+) -> Result<Analyzed, Vec<labforge_core::Problem>> {
     let sources = Sources {
         settings: SourceFile {
             path: "catalog.yaml".into(),
-            text: SETTINGS.into(),
+            text: settings.into(),
         },
         images: images
             .iter()
@@ -68,7 +73,11 @@ fn run(images: &BTreeMap<&str, String>, tpl: &BTreeMap<&str, String>, map: &Base
             .collect(),
         files: BTreeMap::new(),
     };
-    match analyze(&sources, set, map) {
+    analyze(&sources, set, map)
+}
+
+fn run(images: &BTreeMap<&str, String>, tpl: &BTreeMap<&str, String>, map: &BaseMap) -> Analyzed {
+    match try_run(SETTINGS, images, tpl, map) {
         Ok(a) => a,
         Err(problems) => panic!("{problems:?}"),
     }
@@ -296,29 +305,10 @@ fn base_map_changes_images_on_that_base() {
 #[test]
 fn registry_is_not_part_of_identity() {
     let a = run(&files(), &templates(), &BaseMap::default());
-    let sources = Sources {
-        settings: SourceFile {
-            path: "catalog.yaml".into(),
-            text: SETTINGS
-                .replace("127.0.0.1:5000", "registry.example.edu")
-                .replace("prefix: test", "prefix: other"),
-        },
-        images: files()
-            .iter()
-            .map(|(n, t)| SourceFile {
-                path: format!("images/{n}.yaml"),
-                text: t.clone(),
-            })
-            .collect(),
-    };
-    let set = TemplateSet {
-        templates: templates()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-        files: BTreeMap::new(),
-    };
-    let b = match analyze(&sources, set, &BaseMap::default()) {
+    let settings = SETTINGS
+        .replace("127.0.0.1:5000", "registry.example.edu")
+        .replace("prefix: test", "prefix: other");
+    let b = match try_run(&settings, &files(), &templates(), &BaseMap::default()) {
         Ok(b) => b,
         Err(p) => panic!("{p:?}"),
     };
@@ -397,27 +387,7 @@ fn a_template_that_drops_a_package_list_is_an_error() {
         "root",
         "name: root\ntemplate: a.Dockerfile.tera\nbase: os\npackages:\n  apt: [curl]\n".into(),
     );
-    let sources = Sources {
-        settings: SourceFile {
-            path: "catalog.yaml".into(),
-            text: SETTINGS.into(),
-        },
-        images: images
-            .iter()
-            .map(|(n, t)| SourceFile {
-                path: format!("images/{n}.yaml"),
-                text: t.clone(),
-            })
-            .collect(),
-    };
-    let set = TemplateSet {
-        templates: templates()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-        files: BTreeMap::new(),
-    };
-    let problems = analyze(&sources, set, &BaseMap::default())
+    let problems = try_run(SETTINGS, &images, &templates(), &BaseMap::default())
         .err()
         .expect("an error");
     let text = problems
