@@ -181,7 +181,19 @@ fn base_map(config: &Config, args: &BaseMapArgs) -> Result<BaseMap> {
 /// Analyse, or print the problems and say how many.
 fn analyze(ctx: &Project, bases: &BaseMap, json: bool) -> Result<Result<Analyzed, ExitCode>> {
     match labforge_builder::analyze(&ctx.layout, bases) {
-        Ok(a) => Ok(Ok(a)),
+        Ok(a) => {
+            let references: Vec<&str> = a
+                .catalog
+                .settings
+                .bases
+                .values()
+                .map(|b| b.image.as_str())
+                .collect();
+            for entry in bases.unused(&references) {
+                eprintln!("warning: base map entry {entry:?} matches no base in catalog.yaml");
+            }
+            Ok(Ok(a))
+        }
         Err(AnalyzeError::Invalid(problems)) => {
             report_problems(&problems, json);
             Ok(Err(ExitCode::from(1)))
@@ -198,7 +210,9 @@ fn report_problems(problems: &[Problem], json: bool) {
                 Problem::Catalog(d) => serde_json::json!({
                     "file": d.file, "line": d.line, "column": d.col, "path": d.path, "message": d.message,
                 }),
-                Problem::Render(e) => serde_json::json!({ "file": "dockerfiles/", "message": e.to_string() }),
+                Problem::Render(e) => serde_json::json!({
+                    "file": "dockerfiles/", "image": e.image(), "template": e.template(), "message": e.to_string(),
+                }),
             })
             .collect();
         println!(

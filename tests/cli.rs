@@ -338,3 +338,34 @@ fn plan_without_registry_builds_everything_with_reasons() {
         "{text}"
     );
 }
+
+#[test]
+fn a_base_map_entry_that_matches_nothing_is_reported() {
+    let out = labforge(
+        &root(),
+        &[
+            "plan",
+            "--no-registry",
+            "--base-map",
+            "nvidia/cuda:13*=labforge-standin/debian:bookworm",
+        ],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            r#"warning: base map entry "nvidia/cuda:13*" matches no base in catalog.yaml"#
+        ),
+        "{stderr}"
+    );
+    let out = labforge(
+        &root(),
+        &[
+            "plan",
+            "--no-registry",
+            "--base-map",
+            "nvidia/cuda:*=labforge-standin/debian:bookworm",
+        ],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}

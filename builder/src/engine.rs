@@ -124,6 +124,12 @@ pub struct ImageInfo {
     pub size: Option<i64>,
 }
 
+/// Limits of a smoke-test container.
+const SMOKE_TEST_MEMORY: i64 = 8 * 1024 * 1024 * 1024;
+const SMOKE_TEST_PIDS: i64 = 1024;
+/// How many of a smoke test's last output lines are kept.
+const SMOKE_TEST_LOG_LINES: &str = "2000";
+
 /// A connection to one Docker Engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -387,8 +393,15 @@ impl Engine {
                 SMOKE_TEST_LABEL.to_string(),
                 image.to_string(),
             )])),
+            // Catalog commands run here: no network, no extra privileges,
+            // and bounded memory and processes, so a runaway test cannot
+            // take the build host down.
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                memory: Some(SMOKE_TEST_MEMORY),
+                pids_limit: Some(SMOKE_TEST_PIDS),
                 ..Default::default()
             }),
             ..Default::default()
@@ -487,7 +500,13 @@ impl Engine {
     }
 
     async fn logs(&self, id: &str) -> Result<String, EngineError> {
-        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
+        // The last lines are what a report needs; a test that prints without
+        // end must not fill the host's memory.
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(SMOKE_TEST_LOG_LINES)
+            .build();
         let mut logs = self.docker.logs(id, Some(options));
         let mut bytes = Vec::new();
         while let Some(item) = logs.next().await {

@@ -30,6 +30,26 @@ pub struct TemplateSet {
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
+impl RenderError {
+    /// The image being rendered, when the error is about one.
+    pub fn image(&self) -> Option<&str> {
+        match self {
+            RenderError::Template { .. } => None,
+            RenderError::Render { image, .. } | RenderError::Context { image, .. } => Some(image),
+        }
+    }
+
+    /// The template involved, when known.
+    pub fn template(&self) -> Option<&str> {
+        match self {
+            RenderError::Template { template, .. } | RenderError::Render { template, .. } => {
+                Some(template)
+            }
+            RenderError::Context { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
     #[error("template {template}: {message}")]
@@ -66,6 +86,20 @@ impl BaseMap {
             map.insert(from.to_string(), to.to_string());
         }
         Ok(BaseMap(map))
+    }
+
+    /// The entries that map none of `references` (likely typos).
+    pub fn unused<'a>(&'a self, references: &[&str]) -> Vec<&'a str> {
+        self.0
+            .keys()
+            .filter(|from| {
+                !references.iter().any(|r| match from.strip_suffix('*') {
+                    Some(prefix) => r.starts_with(prefix),
+                    None => r == from,
+                })
+            })
+            .map(String::as_str)
+            .collect()
     }
 
     /// The reference to build from: the mapped stand-in, or `reference` itself.
@@ -503,6 +537,11 @@ mod tests {
         );
         assert_eq!(m.apply("ubuntu:24.04"), "labforge-standin/busybox:latest");
         assert_eq!(m.apply("ubuntu:22.04"), "ubuntu:22.04");
+        assert_eq!(m.unused(&["ubuntu:24.04"]), ["nvidia/cuda:*"]);
+        assert!(
+            m.unused(&["ubuntu:24.04", "nvidia/cuda:12.4.1-runtime-ubuntu22.04"])
+                .is_empty()
+        );
         assert!(BaseMap::parse(["nope"]).is_err());
         assert!(BaseMap::parse(["a=UPPER"]).is_err());
     }
