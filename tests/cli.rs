@@ -151,7 +151,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "images/bad.yaml",
         "name: bad\ntemplate: lab.Dockerfile.tera\nparent: notebook-scipy-cpu\nprofile:\n  gpus: 1\n",
-        r#"images/bad.yaml:1:7: profile.gpus: bad: requests GPUs but is not built on a CUDA base"#,
+        r#"images/bad.yaml:5:9: profile.gpus: bad: requests GPUs but is not built on a CUDA base"#,
     ),
     (
         "images/bad.yaml",
@@ -166,7 +166,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "images/bad.yaml",
         "name: bad\ntemplate: lab.Dockerfile.tera\nparent: notebook-scipy-cpu\nprofile:\n  default: true\n",
-        r#"images/bad.yaml:1:7: profile.default: bad: only one profile may be the default (also default: notebook-scipy-cpu)"#,
+        r#"images/bad.yaml:5:12: profile.default: bad: only one profile may be the default (also default: notebook-scipy-cpu)"#,
     ),
     (
         "images/bad.yaml",
@@ -196,7 +196,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "images/bad.yaml",
         "name: bad\ntemplate: lab.Dockerfile.tera\nparent: notebook-scipy-cpu\ntests:\n  - name: smi\n    run: nvidia-smi\n    gpu: true\n",
-        r#"images/bad.yaml:1:7: tests: bad: the GPU test "smi" cannot run on an image without CUDA"#,
+        r#"images/bad.yaml:5:5: tests: bad: the GPU test "smi" cannot run on an image without CUDA"#,
     ),
 ];
 

@@ -542,6 +542,7 @@ fn tests(r: &mut Reader<'_>, node: &Node, path: &str) -> Vec<Spanned<SmokeTest>>
                     run,
                     gpu,
                     timeout_seconds: u32::try_from(timeout).unwrap_or(120),
+                    pos,
                 },
                 pos,
             });
@@ -770,8 +771,12 @@ fn profile(
         let value = r.token(n, &m.at("slug"), formats::slug)?;
         Some(Spanned { value, pos: n.pos })
     });
-    p.default = pick(&mut m, allowed, "default").and_then(|n| r.bool(n, &m.at("default")));
-    p.gpus = pick(&mut m, allowed, "gpus").and_then(|n| gpus(r, n, &m.at("gpus")));
+    let default = pick(&mut m, allowed, "default");
+    p.default_pos = default.map(|n| n.pos);
+    p.default = default.and_then(|n| r.bool(n, &m.at("default")));
+    let gpus_node = pick(&mut m, allowed, "gpus");
+    p.gpus_pos = gpus_node.map(|n| n.pos);
+    p.gpus = gpus_node.and_then(|n| gpus(r, n, &m.at("gpus")));
     if let Some(n) = pick(&mut m, allowed, "cpu") {
         (p.cpu_limit, p.cpu_guarantee) = limit_guarantee(r, n, &m.at("cpu"), cpu);
     }

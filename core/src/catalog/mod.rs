@@ -313,7 +313,9 @@ fn merge(
             description,
             slug,
             default,
+            default_pos,
             gpus,
+            gpus_pos,
             cpu_limit,
             cpu_guarantee,
             mem_limit,
@@ -428,6 +430,8 @@ fn merge(
         template: f.template.value.clone(),
         template_pos: f.template.pos,
         slug_pos: p.slug.as_ref().map_or(f.name.pos, |s| s.pos),
+        gpus_pos: p.gpus_pos.unwrap_or(f.name.pos),
+        default_pos: p.default_pos.unwrap_or(f.name.pos),
         parent: parent.value,
         parent_pos: parent.pos,
         packages,
@@ -498,7 +502,7 @@ fn check(catalog: &Catalog, diags: &mut Vec<Diagnostic>) {
             err(
                 diags,
                 image,
-                image.pos,
+                image.default_pos,
                 "profile.default",
                 format!(
                     "{}: only one profile may be the default (also default: {})",
@@ -586,7 +590,7 @@ fn check(catalog: &Catalog, diags: &mut Vec<Diagnostic>) {
                 err(
                     diags,
                     image,
-                    image.pos,
+                    image.gpus_pos,
                     "profile.gpus",
                     format!(
                         "{}: requests GPUs but is not built on a CUDA base; use a CUDA variant or drop gpus",
@@ -598,7 +602,7 @@ fn check(catalog: &Catalog, diags: &mut Vec<Diagnostic>) {
                 err(
                     diags,
                     image,
-                    image.pos,
+                    t.pos,
                     "tests",
                     format!(
                         "{}: the GPU test {:?} cannot run on an image without CUDA",

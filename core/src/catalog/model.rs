@@ -135,6 +135,8 @@ pub struct SmokeTest {
     /// Only run where a GPU is available; reported as skipped elsewhere.
     pub gpu: bool,
     pub timeout_seconds: u32,
+    #[serde(skip)]
+    pub pos: Pos,
 }
 
 /// Memory as KubeSpawner accepts it: bytes, or a number with K/M/G/T.
@@ -190,7 +192,11 @@ pub struct ProfileFields {
     #[serde(skip)]
     pub slug: Option<Spanned<String>>,
     pub default: Option<bool>,
+    #[serde(skip)]
+    pub default_pos: Option<Pos>,
     pub gpus: Option<Gpus>,
+    #[serde(skip)]
+    pub gpus_pos: Option<Pos>,
     pub cpu_limit: Option<f64>,
     pub cpu_guarantee: Option<f64>,
     pub mem_limit: Option<Memory>,
@@ -241,6 +247,11 @@ pub struct Image {
     /// Where the profile slug was written (the name, when it is derived).
     #[serde(skip)]
     pub slug_pos: Pos,
+    /// Where `profile.gpus` and `profile.default` were written (else the name).
+    #[serde(skip)]
+    pub gpus_pos: Pos,
+    #[serde(skip)]
+    pub default_pos: Pos,
     pub parent: ParentRef,
     #[serde(skip)]
     pub parent_pos: Pos,

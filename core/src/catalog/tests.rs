@@ -243,7 +243,7 @@ fn gpus_without_cuda() {
         "x",
         "name: x\ntemplate: t.Dockerfile.tera\nparent: base\nprofile:\n  gpus: 1\n",
         &[
-            r#"catalog/images/x.yaml:1:7: profile.gpus: x: requests GPUs but is not built on a CUDA base"#,
+            r#"catalog/images/x.yaml:5:9: profile.gpus: x: requests GPUs but is not built on a CUDA base"#,
         ],
     );
 }
@@ -254,7 +254,7 @@ fn gpu_test_without_cuda() {
         "x",
         "name: x\ntemplate: t.Dockerfile.tera\nparent: base\ntests:\n  - name: smi\n    run: nvidia-smi\n    gpu: true\n",
         &[
-            r#"catalog/images/x.yaml:1:7: tests: x: the GPU test "smi" cannot run on an image without CUDA"#,
+            r#"catalog/images/x.yaml:5:5: tests: x: the GPU test "smi" cannot run on an image without CUDA"#,
         ],
     );
 }
@@ -346,8 +346,8 @@ fn only_one_default_profile() {
             ),
         ],
         &[
-            r#"catalog/images/a.yaml:1:7: profile.default: a: only one profile may be the default (also default: b)"#,
-            r#"catalog/images/b.yaml:1:7: profile.default: b: only one profile may be the default (also default: a)"#,
+            r#"catalog/images/a.yaml:5:12: profile.default: a: only one profile may be the default (also default: b)"#,
+            r#"catalog/images/b.yaml:5:12: profile.default: b: only one profile may be the default (also default: a)"#,
         ],
     );
 }
