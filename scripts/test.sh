@@ -38,6 +38,24 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 # CI=true keeps insta from writing snapshots: a changed Dockerfile fails.
-cargo test --workspace --locked --no-fail-fast
-
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one per binary,
+# and the last ones are the doc tests, which are empty here).
+read -r passed failed < <(awk '/^test result:/ {
+    for (i = 2; i <= NF; i++) {
+        if ($i ~ /^passed;?$/) p += $(i - 1)
+        if ($i ~ /^failed;?$/) f += $(i - 1)
+    }
+} END { printf "%d %d\n", p, f }' "$log")
+if [ "$status" -ne 0 ]; then
+    step "cargo test failed (exit $status)"
+    echo "tests: $passed passed, $failed failed"
+    exit "$status"
+fi
 step "all checks passed"
+echo "tests: $passed passed, $failed failed"
