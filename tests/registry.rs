@@ -62,6 +62,20 @@ fn require_registry() {
     );
 }
 
+/// Plan the shipped catalog against `target` (8 requests at a time); the plan
+/// and how many manifest HEADs it sent.
+async fn plan_at(analyzed: &Analyzed, target: &Registry) -> (labforge_core::plan::Plan, usize) {
+    labforge_builder::plan(
+        analyzed,
+        Some(target),
+        RegistryOptions::default(),
+        &BTreeMap::new(),
+        8,
+    )
+    .await
+    .expect("plan against the registry")
+}
+
 #[tokio::test]
 async fn plan_heads_each_image_once_and_sees_what_is_present() {
     require_registry();
@@ -69,15 +83,7 @@ async fn plan_heads_each_image_once_and_sees_what_is_present() {
     let target = target();
     let n = analyzed.catalog.images.len();
 
-    let (plan, heads) = labforge_builder::plan(
-        &analyzed,
-        Some(&target),
-        RegistryOptions::default(),
-        &BTreeMap::new(),
-        8,
-    )
-    .await
-    .expect("plan against the registry");
+    let (plan, heads) = plan_at(&analyzed, &target).await;
     assert_eq!(heads, n, "one manifest HEAD per image");
     assert!(
         plan.images
@@ -116,15 +122,7 @@ async fn plan_heads_each_image_once_and_sees_what_is_present() {
         &format!("docker://{reference}"),
     ]);
 
-    let (plan, heads) = labforge_builder::plan(
-        &analyzed,
-        Some(&target),
-        RegistryOptions::default(),
-        &BTreeMap::new(),
-        8,
-    )
-    .await
-    .expect("plan against the registry");
+    let (plan, heads) = plan_at(&analyzed, &target).await;
     assert_eq!(heads, n);
     for image in &plan.images {
         if image.name == "grading" {

@@ -42,6 +42,8 @@ pub enum PlanError {
     /// that it is printed once.
     #[error("{image}: {error}")]
     Registry { image: String, error: RegistryError },
+    #[error("cannot set up the registry client: {0}")]
+    Client(RegistryError),
     #[error("the baseline {path} is not a plan written by `labforge plan --json`: {message}")]
     Baseline { path: String, message: String },
 }
@@ -80,12 +82,9 @@ pub async fn plan(
     let mut presence = vec![Presence::NotChecked; images.len()];
     let mut heads = 0;
     if let Some(reg) = registry {
-        let client = Arc::new(RegistryClient::new(options, &[reg.host.as_str()]).map_err(
-            |error| PlanError::Registry {
-                image: String::new(),
-                error,
-            },
-        )?);
+        let client = Arc::new(
+            RegistryClient::new(options, &[reg.host.as_str()]).map_err(PlanError::Client)?,
+        );
         let references: Vec<ImageRef> = images
             .iter()
             .zip(&analyzed.prepared)
