@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The main job, locally: install and start what is missing (Docker Engine,
 # registry, stand-in bases), then validate, render and plan the shipped
-# catalog against the local registry with the stand-ins as bases.
+# catalog against the local registry with the stand-ins as bases, and build,
+# smoke-test and push its foundation images (the CPU notebook flavours).
 #
 #   bash scripts/quickstart.sh
 #
-# Output: the image list, rendered build contexts in .labforge/render/, and
-# the build plan (what would be built, why, in which order).
+# Output: the image list, rendered build contexts in .labforge/render/, the
+# build plan, and the foundation images in 127.0.0.1:5000/labforge/notebook
+# with their digests (`labforge --config labforge.local.toml status`). The
+# first build takes 5-15 minutes (apt and pip inside the images); a second
+# run finds everything in the registry and builds nothing.
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,4 +40,10 @@ step "labforge render --out .labforge/render"
 step "labforge plan (registry ${LABFORGE_TEST_REGISTRY}/labforge)"
 "$labforge" "${config[@]}" plan
 
-printf '\n[quickstart] done: Dockerfiles and contexts are in .labforge/render/, one folder per image.\n'
+step "labforge build notebook-minimal-cpu notebook-scipy-cpu (build, smoke-test, push)"
+"$labforge" "${config[@]}" build notebook-minimal-cpu notebook-scipy-cpu
+
+step "labforge status"
+"$labforge" "${config[@]}" status
+
+printf '\n[quickstart] done: contexts in .labforge/render/, images in %s/labforge/notebook, build logs in .labforge/state/logs/.\n' "${LABFORGE_TEST_REGISTRY}"

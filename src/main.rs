@@ -1,5 +1,8 @@
 //! The `labforge` command: a thin front over the builder library.
 
+mod build_cmd;
+mod push_cmd;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +13,7 @@ use labforge_builder::config::Config;
 use labforge_builder::{AnalyzeError, Layout, RegistryOptions};
 use labforge_core::catalog::Registry;
 use labforge_core::plan::{Action, Plan, Presence};
-use labforge_core::render::BaseMap;
+use labforge_core::render::{BaseMap, BuildEnv};
 use labforge_core::{Analyzed, Problem};
 
 /// Build, scan and publish the image catalog of a GPU JupyterHub.
@@ -96,6 +99,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build, smoke-test and push every image the registry lacks
+    ///
+    /// Plans first: an image whose content tag is already in the registry is
+    /// skipped without any call to the Docker Engine. The rest are built
+    /// (parents before children, independent images at once up to --jobs) on
+    /// their parent pinned by digest, smoke-tested in containers without
+    /// network (each catalog test, plus a check that the Jupyter server's
+    /// /api answers), and pushed with their content tag and the moving tags
+    /// <variant>, <variant>-<date> and latest. A failure stops only the
+    /// images below it. Every result is recorded in the state store; build
+    /// logs go to <state>/logs/<run>/<image>.log. Exits 1 if anything failed.
+    Build {
+        #[command(flatten)]
+        args: build_cmd::BuildArgs,
+        #[command(flatten)]
+        bases: BaseMapArgs,
+    },
+    /// Show the latest recorded build of every image
+    Status {
+        #[command(flatten)]
+        args: build_cmd::StateArgs,
+    },
+    /// Show the recorded builds of one image, newest first
+    History {
+        #[command(flatten)]
+        args: build_cmd::HistoryArgs,
+    },
+    /// Push an image from the Docker Engine to a registry
+    ///
+    /// Layers are compressed in parallel and uploaded streaming; blobs the
+    /// registry has are skipped and blobs it has in another repository are
+    /// mounted; the manifest (OCI, config = the engine's image config) is put
+    /// under TARGET's tag and every --tag, and the digest the registry
+    /// answers must match the local one. A push cache in the state folder
+    /// makes pushing the same image again, to any repository of the
+    /// registry, a few requests. Credentials: LABFORGE_REGISTRY_USERNAME and
+    /// LABFORGE_REGISTRY_PASSWORD, else Docker's config.json (auths,
+    /// credHelpers, credsStore).
+    Push(push_cmd::PushArgs),
 }
 
 #[derive(Args)]
@@ -168,18 +210,28 @@ fn load_context(cli: &Cli) -> Result<Project> {
     Ok(Project { config, layout })
 }
 
-fn base_map(config: &Config, args: &BaseMapArgs) -> Result<BaseMap> {
+/// The base map (configuration, then --base-map) and the configuration's
+/// build arguments: what this machine adds to every image's identity.
+fn build_env(config: &Config, args: &BaseMapArgs) -> Result<BuildEnv> {
     let mut pairs: Vec<String> = config
         .base_map
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     pairs.extend(args.base_map.iter().cloned());
-    BaseMap::parse(pairs.iter().map(String::as_str)).map_err(anyhow::Error::msg)
+    let base_map = BaseMap::parse(pairs.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+    for name in config.build_args.keys() {
+        labforge_core::formats::env_name(name)
+            .map_err(|e| anyhow::anyhow!("build_args: {name:?}: {e}"))?;
+    }
+    Ok(BuildEnv {
+        base_map,
+        build_args: config.build_args.clone(),
+    })
 }
 
 /// Analyse, or print the problems and say how many.
-fn analyze(ctx: &Project, bases: &BaseMap, json: bool) -> Result<Result<Analyzed, ExitCode>> {
+fn analyze(ctx: &Project, bases: &BuildEnv, json: bool) -> Result<Result<Analyzed, ExitCode>> {
     match labforge_builder::analyze(&ctx.layout, bases) {
         Ok(a) => {
             let references: Vec<&str> = a
@@ -189,7 +241,7 @@ fn analyze(ctx: &Project, bases: &BaseMap, json: bool) -> Result<Result<Analyzed
                 .values()
                 .map(|b| b.image.as_str())
                 .collect();
-            for entry in bases.unused(&references) {
+            for entry in bases.base_map.unused(&references) {
                 eprintln!("warning: base map entry {entry:?} matches no base in catalog.yaml");
             }
             Ok(Ok(a))
@@ -236,7 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Validate { bases, list, json } => {
             // The same base map as render and plan, so identities agree.
-            let bases = base_map(&ctx.config, bases)?;
+            let bases = build_env(&ctx.config, bases)?;
             let analyzed = match analyze(&ctx, &bases, *json)? {
                 Ok(a) => a,
                 Err(code) => return Ok(code),
@@ -312,7 +364,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             images,
             json,
         } => {
-            let bases = base_map(&ctx.config, bases)?;
+            let bases = build_env(&ctx.config, bases)?;
             let analyzed = match analyze(&ctx, &bases, *json)? {
                 Ok(a) => a,
                 Err(code) => return Ok(code),
@@ -336,7 +388,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             jobs,
             json,
         } => {
-            let bases = base_map(&ctx.config, bases)?;
+            let bases = build_env(&ctx.config, bases)?;
             let analyzed = match analyze(&ctx, &bases, *json)? {
                 Ok(a) => a,
                 Err(code) => return Ok(code),
@@ -357,17 +409,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => BTreeMap::new(),
             };
-            let options = RegistryOptions {
-                insecure: ctx.config.insecure_registries.clone(),
-                username: std::env::var("LABFORGE_REGISTRY_USERNAME").ok(),
-                password: std::env::var("LABFORGE_REGISTRY_PASSWORD").ok(),
-                timeout: None,
-            };
+            let options = registry_options(&ctx.config, target.as_ref().map(|t| t.host.as_str()))?;
             let jobs = jobs.or(ctx.config.jobs).unwrap_or(8);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = runtime()?;
+            // Pin the bases as `build` does, so that the tags agree.
+            let analyzed = match &target {
+                None => analyzed,
+                Some(_) => match runtime.block_on(labforge_builder::resolve_bases(
+                    &analyzed,
+                    &bases,
+                    options.clone(),
+                )) {
+                    Ok((pinned, _)) => match analyze(&ctx, &pinned, *json)? {
+                        Ok(a) => a,
+                        Err(code) => return Ok(code),
+                    },
+                    Err(e) => {
+                        eprintln!(
+                            "warning: {e}; the tags below name bases by tag and may differ from what `labforge build` computes"
+                        );
+                        analyzed
+                    }
+                },
+            };
             let (plan, heads) = runtime.block_on(labforge_builder::plan(
                 &analyzed,
                 target.as_ref(),
@@ -383,7 +447,80 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Build { args, bases } => {
+            let env = build_env(&ctx.config, bases)?;
+            let analyzed = match analyze(&ctx, &env, args.json)? {
+                Ok(a) => a,
+                Err(code) => return Ok(code),
+            };
+            let target = match args.registry.as_ref().or(ctx.config.registry.as_ref()) {
+                Some(t) => Registry::parse(t).map_err(anyhow::Error::msg)?,
+                None => analyzed.catalog.settings.registry.clone().context(
+                    "no registry to push to: set `registry` in catalog.yaml or labforge.toml, or pass --registry",
+                )?,
+            };
+            let options = registry_options(&ctx.config, Some(&target.host))?;
+            let runtime = runtime()?;
+            let (pinned, bases) = runtime.block_on(labforge_builder::resolve_bases(
+                &analyzed,
+                &env,
+                options.clone(),
+            ))?;
+            let analyzed = match analyze(&ctx, &pinned, args.json)? {
+                Ok(a) => a,
+                Err(code) => return Ok(code),
+            };
+            runtime.block_on(build_cmd::build(
+                args,
+                build_cmd::BuildInputs {
+                    config: &ctx.config,
+                    analyzed: &analyzed,
+                    registry: target,
+                    options,
+                    stand_ins: analyzed
+                        .catalog
+                        .settings
+                        .bases
+                        .values()
+                        .filter(|b| env.base_map.apply(&b.image) != b.image)
+                        .map(|b| b.image.clone())
+                        .collect(),
+                    bases,
+                },
+            ))
+        }
+        Command::Status { args } => runtime()?.block_on(build_cmd::status(args, &ctx.config)),
+        Command::History { args } => runtime()?.block_on(build_cmd::history(args, &ctx.config)),
+        Command::Push(args) => push_cmd::execute(args, &ctx.config),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// How to reach registries: the configuration's insecure ones, and the
+/// login for `host` (the registry images go to) from
+/// LABFORGE_REGISTRY_USERNAME / LABFORGE_REGISTRY_PASSWORD, else Docker's
+/// config.json and its credential helpers.
+fn registry_options(config: &Config, host: Option<&str>) -> Result<RegistryOptions> {
+    let login = match host {
+        Some(host) => labforge_builder::creds::Lookup::from_env()
+            .credentials(host)
+            .with_context(|| format!("looking up credentials for {host}"))?
+            .map(|c| c.login()),
+        None => None,
+    };
+    let (username, password) = login.unzip();
+    Ok(RegistryOptions {
+        insecure: config.insecure_registries.clone(),
+        username,
+        password,
+        timeout: None,
+    })
 }
 
 fn print_plan(plan: &Plan, heads: usize) {

@@ -47,7 +47,9 @@ fn help_explains_every_command() {
     let out = labforge(&root(), &["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["validate", "render", "plan"] {
+    for cmd in [
+        "validate", "render", "plan", "build", "status", "history", "push",
+    ] {
         assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
     }
     let out = labforge(&root(), &["plan", "--help"]);

@@ -11,7 +11,7 @@ use labforge_builder::{Layout, PlanError, RegistryError, RegistryOptions};
 use labforge_core::Analyzed;
 use labforge_core::catalog::Registry;
 use labforge_core::plan::{Action, Presence};
-use labforge_core::render::BaseMap;
+use labforge_core::render::BuildEnv;
 
 fn registry_addr() -> String {
     std::env::var("LABFORGE_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
@@ -37,7 +37,7 @@ fn shipped() -> Analyzed {
         catalog: root.join("catalog"),
         dockerfiles: root.join("dockerfiles"),
     };
-    labforge_builder::analyze(&layout, &BaseMap::default()).expect("shipped catalog is valid")
+    labforge_builder::analyze(&layout, &BuildEnv::default()).expect("shipped catalog is valid")
 }
 
 fn skopeo(args: &[&str]) -> String {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use labforge_builder::{Layout, PlanError, RegistryError, RegistryOptions};
 use labforge_core::catalog::Registry;
 use labforge_core::plan::Presence;
-use labforge_core::render::BaseMap;
+use labforge_core::render::BuildEnv;
 
 struct Server {
     child: Child,
@@ -91,7 +91,7 @@ async fn plan_logs_in_once_per_repository() {
         catalog: root().join("catalog"),
         dockerfiles: root().join("dockerfiles"),
     };
-    let analyzed = labforge_builder::analyze(&layout, &BaseMap::default()).expect("valid");
+    let analyzed = labforge_builder::analyze(&layout, &BuildEnv::default()).expect("valid");
     let target = Registry::parse(&format!("{}/labforge", server.addr)).expect("valid");
     let n = analyzed.catalog.images.len();
     let repositories: std::collections::BTreeSet<&str> = analyzed

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use labforge_builder::Layout;
 use labforge_core::Analyzed;
-use labforge_core::render::BaseMap;
+use labforge_core::render::BuildEnv;
 
 fn shipped() -> Analyzed {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -15,7 +15,7 @@ fn shipped() -> Analyzed {
         catalog: root.join("catalog"),
         dockerfiles: root.join("dockerfiles"),
     };
-    match labforge_builder::analyze(&layout, &BaseMap::default()) {
+    match labforge_builder::analyze(&layout, &BuildEnv::default()) {
         Ok(a) => a,
         Err(e) => panic!("the shipped catalog must be valid: {e:?}"),
     }

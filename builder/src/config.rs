@@ -38,6 +38,35 @@ pub struct Config {
     /// Real base reference (or prefix ending in `*`) to local stand-in.
     #[serde(default)]
     pub base_map: BTreeMap<String, String>,
+    /// Build arguments passed to every build (and part of every identity),
+    /// e.g. `CODE_SERVER_URL = "none"` to leave VS Code out locally.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    /// How `labforge build` builds, tests and pushes.
+    #[serde(default)]
+    pub build: BuildConfig,
+}
+
+/// The `[build]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// Extra CA certificates (PEM) that builds may use for HTTPS, for
+    /// networks with a TLS-intercepting proxy. Served to the build over HTTP
+    /// on the engine's bridge; never written into an image.
+    pub ca_bundle: Option<PathBuf>,
+    /// The port that serves `ca_bundle` to builds [default: 7519]. Fixed, so
+    /// that build history and the engine's build cache stay stable.
+    pub ca_port: Option<u16>,
+    /// Run smoke tests marked `gpu: true` (the engine has NVIDIA GPUs).
+    #[serde(default)]
+    pub gpu: bool,
+    /// `auto` (default: BuildKit where the engine offers it), `buildkit` or `classic`.
+    pub builder: Option<String>,
+    /// Layer compression for pushes: `gzip` (default) or `zstd`.
+    pub compression: Option<String>,
+    /// Attempts per registry request before a push fails [default: 5].
+    pub push_retries: Option<u32>,
 }
 
 impl Config {
@@ -64,7 +93,7 @@ impl Config {
         for p in [
             &mut config.catalog,
             &mut config.dockerfiles,
-            &mut config.state,
+            &mut config.build.ca_bundle,
         ]
         .into_iter()
         .flatten()
@@ -72,6 +101,13 @@ impl Config {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }
+        }
+        // `state` is a folder (relative to this file) or a database URL.
+        if let Some(state) = &mut config.state
+            && state.is_relative()
+            && !state.to_string_lossy().contains("://")
+        {
+            *state = dir.join(&*state);
         }
         Ok(config)
     }

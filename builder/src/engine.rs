@@ -5,22 +5,24 @@
 //! Builds use the classic builder (`version=1`), which every engine speaks
 //! through the plain API; the build context is a tar made in memory from the
 //! rendered Dockerfile and context files, never read from disk here. This
-//! module does not decide what to build, does not tag for or push to
-//! registries and never pulls on its own (a `FROM` the engine lacks is pulled
-//! by the engine itself); it removes only the containers it created for
-//! smoke tests, and images only when asked to.
+//! module does not decide what to build and does not push to registries (the
+//! pusher reads images through [`Engine::docker`]); it pulls only when asked
+//! to ([`Engine::pull`], for a parent pinned by digest), removes only the
+//! containers it created for smoke tests, and images only when asked to.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, CreateContainerOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, WaitContainerOptionsBuilder,
+    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures::StreamExt;
 
@@ -57,6 +59,8 @@ pub enum EngineError {
     },
     #[error("{image}: the build of {tag} finished without an error but no image has that tag")]
     NoImage { image: String, tag: String },
+    #[error("cannot pull {reference}: {message}")]
+    Pull { reference: String, message: String },
     #[error("build context path {path:?}: {message}")]
     Context { path: String, message: String },
     /// The bollard error is the cause (`source()`), printed after `what` by
@@ -189,6 +193,12 @@ impl Engine {
         })
     }
 
+    /// The bollard client, for modules that speak to the engine on their own
+    /// (the pusher reads images with it).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
     /// The address connected to.
     pub fn host(&self) -> &str {
         &self.host
@@ -273,7 +283,11 @@ impl Engine {
                             }
                         }
                     }
-                    if let Some(id) = info.aux.and_then(|a| a.id) {
+                    // With bollard's `buildkit_providerless` feature `aux` is
+                    // an enum; the classic builder only sends the image id.
+                    if let Some(bollard::models::BuildInfoAux::Default(aux)) = info.aux
+                        && let Some(id) = aux.id
+                    {
                         image_id = Some(id);
                     }
                 }
@@ -323,6 +337,66 @@ impl Engine {
                 })?,
         };
         Ok(Built { image_id, log })
+    }
+
+    /// Pull `reference` (`repo@sha256:…` or `repo:tag`) into the engine,
+    /// with `credentials` for its registry. Progress lines go to `on_line`
+    /// (phases only, not every chunk). An error inside the pull stream (an
+    /// unknown digest, a refused login) is an error here.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<(String, String)>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), EngineError> {
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(reference)
+            .build();
+        let credentials = credentials.map(|(username, password)| DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(api(format!("pull {reference}")))?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::Pull {
+                    reference: reference.to_string(),
+                    message,
+                });
+            }
+            let progress = info
+                .progress_detail
+                .as_ref()
+                .is_some_and(|p| p.current.is_some());
+            if let (Some(status), false) = (&info.status, progress) {
+                match &info.id {
+                    Some(id) => on_line(&format!("{id}: {status}")),
+                    None => on_line(status),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The gateway address of the engine's default bridge network: the host
+    /// as seen from build and test containers (e.g. `172.17.0.1`).
+    pub async fn bridge_gateway(&self) -> Result<Option<String>, EngineError> {
+        let network = self
+            .docker
+            .inspect_network(
+                "bridge",
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(api("inspect the bridge network"))?;
+        Ok(network
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|c| c.gateway))
     }
 
     /// The id (`sha256:…`) of a local image, or `None` if the engine has none by that reference.
@@ -379,6 +453,26 @@ impl Engine {
         command: &str,
         timeout: Duration,
     ) -> Result<TestRun, EngineError> {
+        self.run_test_with(image, command, timeout, false).await
+    }
+
+    /// [`Engine::run_test`], with every NVIDIA GPU of the host when `gpus`
+    /// (for tests marked `gpu: true`, on hosts configured to have them).
+    pub async fn run_test_with(
+        &self,
+        image: &str,
+        command: &str,
+        timeout: Duration,
+        gpus: bool,
+    ) -> Result<TestRun, EngineError> {
+        let device_requests = gpus.then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: Some(-1),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]
+        });
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
@@ -402,6 +496,7 @@ impl Engine {
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 memory: Some(SMOKE_TEST_MEMORY),
                 pids_limit: Some(SMOKE_TEST_PIDS),
+                device_requests,
                 ..Default::default()
             }),
             ..Default::default()

@@ -1,12 +1,19 @@
 //! The labforge pipeline: reading a project from disk, writing rendered build
-//! contexts, and planning against the registry. Later stages (build, smoke
-//! test, scan, push, publish) join here, one module per outside system.
+//! contexts, planning against the registry, and building, smoke-testing,
+//! pushing and recording images. Later stages (scan, publish) join here, one
+//! module per outside system.
 
+pub mod build;
+pub mod buildkit;
+pub mod ca;
 pub mod config;
+pub mod creds;
 pub mod engine;
 pub mod output;
 pub mod project;
+pub mod push;
 pub mod registry;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +21,7 @@ use std::sync::Arc;
 use labforge_core::catalog::Registry;
 use labforge_core::identity::Inputs;
 use labforge_core::plan::{self, Plan, Presence};
-use labforge_core::render::BaseMap;
+use labforge_core::render::BuildEnv;
 use labforge_core::{Analyzed, Problem};
 
 pub use project::{Layout, LoadError};
@@ -30,10 +37,10 @@ pub enum AnalyzeError {
 }
 
 /// Read, validate, render and identify the whole catalog.
-pub fn analyze(layout: &Layout, base_map: &BaseMap) -> Result<Analyzed, AnalyzeError> {
+pub fn analyze(layout: &Layout, env: &BuildEnv) -> Result<Analyzed, AnalyzeError> {
     let sources = layout.read_catalog()?;
     let templates = layout.read_templates()?;
-    labforge_core::analyze(&sources, templates, base_map).map_err(AnalyzeError::Invalid)
+    labforge_core::analyze(&sources, templates, env).map_err(AnalyzeError::Invalid)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +53,119 @@ pub enum PlanError {
     Client(RegistryError),
     #[error("the baseline {path} is not a plan written by `labforge plan --json`: {message}")]
     Baseline { path: String, message: String },
+}
+
+/// Why a base could not be pinned to a digest.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("base {base}: {reference:?} is not an image reference: {message}")]
+    Reference {
+        base: String,
+        reference: String,
+        message: String,
+    },
+    #[error(
+        "base {base}: {reference} is not in its registry; push it there, pin it with @sha256:…, or map it to one that is (--base-map)"
+    )]
+    Missing { base: String, reference: String },
+    #[error("base {base}: cannot resolve {reference}: {error}")]
+    Registry {
+        base: String,
+        reference: String,
+        error: RegistryError,
+    },
+}
+
+/// Pin every base the catalog uses to the digest its registry has now: the
+/// returned environment maps each base reference (after `env`'s base map) to
+/// `name@sha256:…`, so that identities name the exact base content and a
+/// moved upstream tag rebuilds everything on it. Returns that environment
+/// and base reference → pinned reference. One manifest HEAD per base; bases
+/// already pinned by digest cost nothing.
+pub async fn resolve_bases(
+    analyzed: &Analyzed,
+    env: &BuildEnv,
+    options: RegistryOptions,
+) -> Result<(BuildEnv, BTreeMap<String, String>), ResolveError> {
+    let used: std::collections::BTreeSet<&str> = analyzed
+        .catalog
+        .images
+        .iter()
+        .filter_map(|i| match &i.parent {
+            labforge_core::catalog::ParentRef::Base(b) => Some(b.as_str()),
+            labforge_core::catalog::ParentRef::Image(_) => None,
+        })
+        .collect();
+    let mut wanted: Vec<(String, String, ImageRef)> = Vec::new();
+    let mut pinned: BTreeMap<String, String> = BTreeMap::new();
+    for (name, base) in &analyzed.catalog.settings.bases {
+        if !used.contains(name.as_str()) {
+            continue;
+        }
+        let mapped = env.base_map.apply(&base.image).to_string();
+        let parts = labforge_core::formats::split_reference(&mapped).map_err(|message| {
+            ResolveError::Reference {
+                base: name.clone(),
+                reference: mapped.clone(),
+                message,
+            }
+        })?;
+        if parts.digest.is_some() {
+            pinned.insert(base.image.clone(), mapped);
+            continue;
+        }
+        let reference = ImageRef {
+            registry: parts.registry.clone(),
+            repository: parts.repository.clone(),
+            reference: parts.tag.clone().unwrap_or_else(|| "latest".into()),
+        };
+        wanted.push((name.clone(), base.image.clone(), reference));
+    }
+    let hosts: Vec<&str> = wanted.iter().map(|w| w.2.registry.as_str()).collect();
+    if !wanted.is_empty() {
+        let client = Arc::new(RegistryClient::new(options, &hosts).map_err(|error| {
+            ResolveError::Registry {
+                base: wanted[0].0.clone(),
+                reference: wanted[0].2.to_string(),
+                error,
+            }
+        })?);
+        let refs: Vec<ImageRef> = wanted.iter().map(|w| w.2.clone()).collect();
+        let answers = client.presence(&refs, refs.len()).await;
+        for ((name, original, reference), answer) in wanted.into_iter().zip(answers) {
+            let mapped = env.base_map.apply(&original).to_string();
+            match answer {
+                Ok(Some(digest)) => {
+                    // `name:tag@digest` keeps the tag for people; the digest decides.
+                    pinned.insert(original, format!("{mapped}@{digest}"));
+                }
+                Ok(None) => {
+                    return Err(ResolveError::Missing {
+                        base: name,
+                        reference: mapped,
+                    });
+                }
+                Err(error) => {
+                    return Err(ResolveError::Registry {
+                        base: name,
+                        reference: reference.to_string(),
+                        error,
+                    });
+                }
+            }
+        }
+    }
+    let base_map = labforge_core::render::BaseMap(pinned.clone());
+    Ok((
+        BuildEnv {
+            base_map,
+            build_args: env.build_args.clone(),
+        },
+        pinned
+            .iter()
+            .map(|(k, v)| (env.base_map.apply(k).to_string(), v.clone()))
+            .collect(),
+    ))
 }
 
 /// Read the image inputs out of a previous `labforge plan --json` document.

@@ -1,5 +1,8 @@
 //! The OCI registry: the one module that talks to it (oci-client for
-//! authentication, and a manifest `HEAD` per image for presence).
+//! authentication, and a manifest `HEAD` per image for presence). The pusher
+//! (`push::upload`) sends its requests through [`RegistryClient::send_for_push`],
+//! so that every login goes through the same oci-client flow and the same
+//! per-repository `Authorization` cache.
 //!
 //! Loopback registries (127.0.0.0/8, localhost, [::1]) and hosts listed as
 //! insecure are spoken to over plain HTTP, as the Docker Engine does; all
@@ -159,6 +162,25 @@ impl RegistryClient {
     /// The `Authorization` header for `image`'s repository, from oci-client's
     /// login (a bearer token, or basic credentials), remembered for the repository.
     async fn authenticate(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
+        self.authenticate_for(image, RegistryOperation::Pull).await
+    }
+
+    /// The cache key of the `Authorization` header for an operation on a
+    /// repository: pull tokens and push (pull,push) tokens are kept apart.
+    fn auth_key(image: &ImageRef, operation: RegistryOperation) -> String {
+        match operation {
+            RegistryOperation::Pull => image.scope(),
+            RegistryOperation::Push => format!("{} push", image.scope()),
+        }
+    }
+
+    /// Log in for `operation` on `image`'s repository (oci-client's token
+    /// flow), and remember the `Authorization` header for it.
+    async fn authenticate_for(
+        &self,
+        image: &ImageRef,
+        operation: RegistryOperation,
+    ) -> Result<Option<String>, RegistryError> {
         let reference = Reference::with_tag(
             image.registry.clone(),
             image.repository.clone(),
@@ -166,7 +188,7 @@ impl RegistryClient {
         );
         let token = self
             .oci()
-            .auth(&reference, &self.auth, RegistryOperation::Pull)
+            .auth(&reference, &self.auth, operation)
             .await
             .map_err(|e| RegistryError::Auth {
                 registry: image.registry.clone(),
@@ -178,9 +200,72 @@ impl RegistryClient {
             _ => None,
         };
         if let (Some(h), Ok(mut known)) = (&header, self.authorization.lock()) {
-            known.insert(image.scope(), h.clone());
+            known.insert(Self::auth_key(image, operation), h.clone());
         }
         Ok(header)
+    }
+
+    /// `http` or `https` for a `host[:port]`: plain HTTP for loopback and
+    /// configured insecure registries.
+    pub fn scheme_for(&self, registry: &str) -> &'static str {
+        self.scheme(registry)
+    }
+
+    /// The HTTP client (its default timeout is the registry timeout; long
+    /// uploads set their own per request).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The remembered `Authorization` header for pushing to `image`'s
+    /// repository, if a login happened already.
+    pub fn push_authorization(&self, image: &ImageRef) -> Option<String> {
+        self.authorization.lock().ok().and_then(|m| {
+            m.get(&Self::auth_key(image, RegistryOperation::Push))
+                .cloned()
+        })
+    }
+
+    /// Log in for pushing to `image`'s repository (after a 401), and return
+    /// the `Authorization` header to send from now on.
+    pub async fn login_for_push(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
+        self.authenticate_for(image, RegistryOperation::Push).await
+    }
+
+    /// Send a request for pushing to `image`'s repository: with the
+    /// remembered push authorization, and once more after a login when the
+    /// registry answers 401. `make` builds the request (again, for the
+    /// second try) with the `Authorization` header to use, if any.
+    pub async fn send_for_push(
+        &self,
+        image: &ImageRef,
+        make: &(dyn Fn(Option<&str>) -> reqwest::RequestBuilder + Send + Sync),
+    ) -> Result<reqwest::Response, RegistryError> {
+        let known = self.push_authorization(image);
+        let url_of = |e: &reqwest::Error| {
+            e.url()
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| image.scope())
+        };
+        let response =
+            make(known.as_deref())
+                .send()
+                .await
+                .map_err(|e| RegistryError::Unreachable {
+                    url: url_of(&e),
+                    message: labforge_core::error_chain(&e),
+                })?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let header = self.login_for_push(image).await?;
+        make(header.as_deref())
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unreachable {
+                url: url_of(&e),
+                message: labforge_core::error_chain(&e),
+            })
     }
 
     /// The digest of `image`'s manifest, or `None` if the registry does not

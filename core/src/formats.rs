@@ -351,6 +351,7 @@ pub fn settable_variable(s: &str) -> Result<(), String> {
         "NODE_",
         "JUPYTER",
         "BASH_",
+        "CODE_SERVER",
     ];
     const NAMES: &[&str] = &[
         "PATH",
@@ -370,7 +371,7 @@ pub fn settable_variable(s: &str) -> Result<(), String> {
         || PREFIXES.iter().any(|p| upper.starts_with(p))
         || NAMES.contains(&upper.as_str())
     {
-        return Err("is reserved: it would change how packages are fetched or installed, or how the environment runs (PIP_*, PYTHON*, LD_*, *_PROXY, PATH, NVIDIA_*, LABFORGE_* and the like are set by the templates only)".into());
+        return Err("is reserved: it would change how packages are fetched or installed, or how the environment runs (PIP_*, PYTHON*, LD_*, *_PROXY, PATH, NVIDIA_*, LABFORGE_*, CODE_SERVER* and the like are set by the templates or the build configuration only)".into());
     }
     Ok(())
 }
@@ -479,6 +480,59 @@ pub fn image_reference(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An image reference split into where to ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceParts {
+    /// `host[:port]`; Docker Hub's API host for references without one.
+    pub registry: String,
+    /// With Docker Hub's `library/` for one-component names.
+    pub repository: String,
+    pub tag: Option<String>,
+    /// `sha256:…`
+    pub digest: Option<String>,
+}
+
+/// Split a reference that [`image_reference`] accepts, the way Docker reads
+/// it: no host means Docker Hub (`registry-1.docker.io`, `library/` for
+/// official images).
+pub fn split_reference(s: &str) -> Result<ReferenceParts, String> {
+    image_reference(s)?;
+    let (name_tag, digest) = match s.split_once('@') {
+        Some((n, d)) => (n, Some(d.to_string())),
+        None => (s, None),
+    };
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_tag[last_slash..].rfind(':') {
+        Some(i) => (
+            &name_tag[..last_slash + i],
+            Some(name_tag[last_slash + i + 1..].to_string()),
+        ),
+        None => (name_tag, None),
+    };
+    let (registry, repository) = match name.split_once('/') {
+        Some((h, p)) if h.contains(['.', ':']) || h == "localhost" => {
+            let h = if h == "docker.io" || h == "index.docker.io" {
+                "registry-1.docker.io"
+            } else {
+                h
+            };
+            (h.to_string(), p.to_string())
+        }
+        _ => ("registry-1.docker.io".to_string(), name.to_string()),
+    };
+    let repository = if registry == "registry-1.docker.io" && !repository.contains('/') {
+        format!("library/{repository}")
+    } else {
+        repository
+    };
+    Ok(ReferenceParts {
+        registry,
+        repository,
+        tag,
+        digest,
+    })
+}
+
 /// A NVIDIA driver or CUDA version: dotted numbers.
 pub fn dotted_version(s: &str) -> Result<(), String> {
     if RELEASE_ONLY.is_match(s) && !s.contains('!') {
@@ -574,5 +628,25 @@ mod tests {
         for bad in ["ubuntu", "Ubuntu:24.04", "ubuntu:", "x@sha256:12"] {
             assert!(image_reference(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn references_split_like_docker() {
+        let p = split_reference("nvidia/cuda:12.4.1-runtime-ubuntu22.04").expect("test value");
+        assert_eq!(p.registry, "registry-1.docker.io");
+        assert_eq!(p.repository, "nvidia/cuda");
+        assert_eq!(p.tag.as_deref(), Some("12.4.1-runtime-ubuntu22.04"));
+        let p = split_reference("ubuntu:22.04").expect("test value");
+        assert_eq!(p.repository, "library/ubuntu");
+        let d = format!("sha256:{}", "a".repeat(64));
+        let p = split_reference(&format!("127.0.0.1:5000/standin/debian:bookworm@{d}"))
+            .expect("test value");
+        assert_eq!(p.registry, "127.0.0.1:5000");
+        assert_eq!(p.repository, "standin/debian");
+        assert_eq!(p.tag.as_deref(), Some("bookworm"));
+        assert_eq!(p.digest.as_deref(), Some(d.as_str()));
+        let p = split_reference("localhost/x@sha256:".to_string().as_str());
+        assert!(p.is_err());
+        assert!(split_reference("no-tag").is_err());
     }
 }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, ParentRef};
 use crate::graph::Graph;
-use crate::render::{BaseMap, RenderError, Rendered, Renderer};
+use crate::render::{BuildEnv, RenderError, Rendered, Renderer};
 
 /// Bumped when the hashing scheme changes, so that old identities never match.
 pub const SCHEME: &str = "labforge-identity-v1";
@@ -112,7 +112,7 @@ pub fn prepare(
     catalog: &Catalog,
     graph: &Graph,
     renderer: &Renderer,
-    base_map: &BaseMap,
+    env: &BuildEnv,
 ) -> Result<Vec<Prepared>, Vec<RenderError>> {
     let mut out: Vec<Option<Prepared>> = vec![None; catalog.images.len()];
     let mut errors = Vec::new();
@@ -128,7 +128,7 @@ pub fn prepare(
             })
             .collect();
         let results = crate::par::map(&work, |(i, parent)| {
-            prepare_one(catalog, renderer, base_map, *i, parent.clone())
+            prepare_one(catalog, renderer, env, *i, parent.clone())
         });
         for ((i, _), result) in work.iter().zip(results) {
             match result {
@@ -149,7 +149,7 @@ pub fn prepare(
 fn prepare_one(
     catalog: &Catalog,
     renderer: &Renderer,
-    base_map: &BaseMap,
+    env: &BuildEnv,
     i: usize,
     parent: Option<(String, String)>,
 ) -> Result<Prepared, RenderError> {
@@ -158,7 +158,7 @@ fn prepare_one(
         catalog,
         image,
         parent.as_ref().map(|p| p.1.as_str()),
-        base_map,
+        &env.base_map,
     )?;
     let parent_input = match (&image.parent, parent) {
         (_, Some((name, identity))) => ParentInput::Image { name, identity },
@@ -174,13 +174,9 @@ fn prepare_one(
         .collect();
     let dockerfile = sha256_hex(rendered.dockerfile.as_bytes());
     let platform = catalog.settings.platform.clone();
-    let id = identity(
-        &platform,
-        &dockerfile,
-        &context,
-        &parent_input,
-        &image.build_args,
-    );
+    let mut build_args = image.build_args.clone();
+    build_args.extend(env.build_args.clone());
+    let id = identity(&platform, &dockerfile, &context, &parent_input, &build_args);
     let templates = rendered
         .templates
         .iter()
@@ -196,7 +192,7 @@ fn prepare_one(
         dockerfile,
         context,
         parent: parent_input,
-        build_args: image.build_args.clone(),
+        build_args,
         templates,
         packages: PackageInputs {
             apt: image.packages.apt.clone(),

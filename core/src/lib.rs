@@ -20,7 +20,7 @@ use std::fmt;
 use catalog::{Catalog, Sources};
 use graph::Graph;
 use identity::Prepared;
-use render::{BaseMap, RenderError, Renderer, TemplateSet};
+use render::{BuildEnv, RenderError, Renderer, TemplateSet};
 use yaml::Diagnostic;
 
 /// A problem found by [`analyze`]: in a catalog file, or in a template.
@@ -52,7 +52,7 @@ pub struct Analyzed {
 pub fn analyze(
     sources: &Sources,
     templates: TemplateSet,
-    base_map: &BaseMap,
+    env: &BuildEnv,
 ) -> Result<Analyzed, Vec<Problem>> {
     let catalog = catalog::load(sources);
     let renderer = Renderer::new(templates);
@@ -89,7 +89,7 @@ pub fn analyze(
         return Err(missing);
     }
     let graph = Graph::new(&catalog);
-    let prepared = identity::prepare(&catalog, &graph, &renderer, base_map)
+    let prepared = identity::prepare(&catalog, &graph, &renderer, env)
         .map_err(|e| e.into_iter().map(Problem::Render).collect::<Vec<_>>())?;
     Ok(Analyzed {
         catalog,

@@ -64,6 +64,25 @@ pub enum RenderError {
     Context { image: String, problem: String },
 }
 
+/// What the machine that builds adds to every image: the base map and the
+/// build arguments of `labforge.toml`. Both are part of every identity: a
+/// different stand-in or a different `CODE_SERVER_URL` is different content.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildEnv {
+    pub base_map: BaseMap,
+    /// Passed to every build; they win over an image's own `build_args`.
+    pub build_args: BTreeMap<String, String>,
+}
+
+impl From<BaseMap> for BuildEnv {
+    fn from(base_map: BaseMap) -> BuildEnv {
+        BuildEnv {
+            base_map,
+            build_args: BTreeMap::new(),
+        }
+    }
+}
+
 /// Mapping of real base references to local stand-ins. A key ending in `*`
 /// matches every reference that starts with what comes before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

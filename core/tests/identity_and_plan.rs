@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use labforge_core::catalog::{SourceFile, Sources};
 use labforge_core::identity::Inputs;
 use labforge_core::plan::{self, Action, Plan, Presence};
-use labforge_core::render::{BaseMap, TemplateSet};
+use labforge_core::render::{BaseMap, BuildEnv, TemplateSet};
 use labforge_core::{Analyzed, analyze};
 
 const SETTINGS: &str = "\
@@ -73,7 +73,7 @@ fn try_run(
             .collect(),
         files: BTreeMap::new(),
     };
-    analyze(&sources, set, map)
+    analyze(&sources, set, &BuildEnv::from(map.clone()))
 }
 
 fn run(images: &BTreeMap<&str, String>, tpl: &BTreeMap<&str, String>, map: &BaseMap) -> Analyzed {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use labforge_core::analyze;
 use labforge_core::catalog::{SourceFile, Sources};
-use labforge_core::render::{BaseMap, TemplateSet};
+use labforge_core::render::{BuildEnv, TemplateSet};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -154,7 +154,7 @@ fn run(images: Vec<(String, String)>) {
             .collect(),
     };
     // Either outcome is fine; a panic fails the test.
-    let _ = analyze(&sources, templates(), &BaseMap::default());
+    let _ = analyze(&sources, templates(), &BuildEnv::default());
 }
 
 proptest! {
@@ -164,7 +164,7 @@ proptest! {
     fn arbitrary_text(text in "\\PC{0,300}") {
         run(vec![("a".into(), text.clone())]);
         let sources = Sources { settings: SourceFile { path: "catalog.yaml".into(), text }, images: vec![] };
-        let _ = analyze(&sources, templates(), &BaseMap::default());
+        let _ = analyze(&sources, templates(), &BuildEnv::default());
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct ImageFile {
     pub default_variant: Option<Spanned<String>>,
     pub owners: Vec<String>,
     pub issue: Option<u64>,
+    /// Whether the builder's default server test (`/api` answers) runs.
+    pub server_test: bool,
     pub pos: Pos,
 }
 
@@ -89,6 +91,7 @@ const IMAGE_KEYS: &[&str] = &[
     "profile",
     "owners",
     "issue",
+    "server_test",
 ];
 const VARIANT_KEYS: &[&str] = &[
     "label",
@@ -363,6 +366,10 @@ pub fn image_file(r: &mut Reader<'_>, root: &Node) -> Option<ImageFile> {
         .get("issue")
         .and_then(|n| r.int(n, "issue", 1, i64::from(u32::MAX)))
         .and_then(|i| u64::try_from(i).ok());
+    let server_test = m
+        .get("server_test")
+        .and_then(|n| r.bool(n, "server_test"))
+        .unwrap_or(true);
     let pos = m.pos;
     m.finish(r, IMAGE_KEYS);
     Some(ImageFile {
@@ -375,6 +382,7 @@ pub fn image_file(r: &mut Reader<'_>, root: &Node) -> Option<ImageFile> {
         default_variant,
         owners,
         issue,
+        server_test,
         pos,
     })
 }
@@ -530,17 +538,27 @@ fn tests(r: &mut Reader<'_>, node: &Node, path: &str) -> Vec<Spanned<SmokeTest>>
             .get("gpu")
             .and_then(|n| r.bool(n, &m.at("gpu")))
             .unwrap_or(false);
+        let vscode = m
+            .get("vscode")
+            .and_then(|n| r.bool(n, &m.at("vscode")))
+            .unwrap_or(false);
+        let real_base = m
+            .get("real_base")
+            .and_then(|n| r.bool(n, &m.at("real_base")))
+            .unwrap_or(false);
         let timeout = m
             .get("timeout")
             .and_then(|n| r.int(n, &m.at("timeout"), 1, 3600))
             .unwrap_or(120);
-        m.finish(r, &["name", "run", "gpu", "timeout"]);
+        m.finish(r, &["name", "run", "gpu", "vscode", "real_base", "timeout"]);
         if let (Some(name), Some(run)) = (name, run) {
             out.push(Spanned {
                 value: SmokeTest {
                     name,
                     run,
                     gpu,
+                    vscode,
+                    real_base,
                     timeout_seconds: u32::try_from(timeout).unwrap_or(120),
                     pos,
                 },

@@ -443,6 +443,7 @@ fn merge(
         profile,
         owners: f.owners.clone(),
         issue: f.issue,
+        server_test: f.server_test,
     })
 }
 

@@ -134,6 +134,12 @@ pub struct SmokeTest {
     pub run: String,
     /// Only run where a GPU is available; reported as skipped elsewhere.
     pub gpu: bool,
+    /// Only run in builds that install VS Code (code-server); reported as
+    /// skipped where the build leaves it out.
+    pub vscode: bool,
+    /// Checks the real base itself (e.g. CUDA's `nvcc`); skipped when the
+    /// base is mapped to a stand-in.
+    pub real_base: bool,
     pub timeout_seconds: u32,
     #[serde(skip)]
     pub pos: Pos,
@@ -264,6 +270,9 @@ pub struct Image {
     pub profile: Profile,
     pub owners: Vec<String>,
     pub issue: Option<u64>,
+    /// The builder also starts the Jupyter server and checks that `/api`
+    /// answers (true unless the image file says `server_test: false`).
+    pub server_test: bool,
 }
 
 /// A validated, expanded catalog.

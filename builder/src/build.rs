@@ -1,0 +1,1047 @@
+//! `labforge build`: build, smoke-test and push every image that the registry
+//! lacks, parents before children, independent images concurrently.
+//!
+//! The plan decides: an image whose content tag is in the registry is done
+//! without a single engine call (a whole run of such images never connects to
+//! the engine). Everything else is built through [`crate::engine`] from its
+//! rendered Dockerfile, with `BASE_IMAGE` pinned by digest (a base resolved
+//! in its registry, or the parent's digest from this run or the registry),
+//! tested in throwaway containers, and pushed by [`crate::push`]; only a
+//! digest the registry confirmed is recorded. A failure stops that image's
+//! descendants only; they are reported as blocked with the reason.
+//!
+//! This module schedules and records. It does not speak HTTP to registries
+//! or the Engine API itself, and it writes only below the state directory
+//! (build logs) and to the state store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use labforge_core::Analyzed;
+use labforge_core::catalog::{ParentRef, Registry, SmokeTest};
+use labforge_core::identity::Inputs;
+use labforge_core::plan::{Action, Presence};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::engine::{BuildRequest, Engine, EngineError};
+use crate::push::{self, Compression, PushEvent, PushOptions};
+use crate::registry::{ImageRef, RegistryClient, RegistryError, RegistryOptions};
+use crate::state::{BuildRecord, BuildResult, StateError, StateStore, TestRecord, TestResult};
+use crate::{PlanError, ca};
+
+/// The build argument that carries the URL of the build-time CA bundle.
+pub const CA_URL_ARG: &str = "LABFORGE_BUILD_CA_URL";
+/// The build argument that says where code-server comes from (`none`: no VS Code).
+pub const CODE_SERVER_ARG: &str = "CODE_SERVER_URL";
+/// The name the default server test is reported under.
+pub const SERVER_TEST: &str = "jupyter-server-api";
+
+/// Start a Jupyter server on loopback inside the test container (which has
+/// no network) and wait until `/api` answers with its version.
+const SERVER_TEST_COMMAND: &str = r#"set -u
+py=$(command -v python || command -v python3) || { echo "no python on PATH" >&2; exit 127; }
+command -v jupyter >/dev/null 2>&1 || { echo "jupyter is not on PATH" >&2; exit 127; }
+port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') || exit 1
+log="${TMPDIR:-/tmp}/labforge-server-test.log"
+start=$(date +%s)
+timeout 100 jupyter server --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port="$port" \
+  --ServerApp.port_retries=0 --IdentityProvider.token= >"$log" 2>&1 &
+pid=$!
+while [ $(( $(date +%s) - start )) -lt 90 ]; do
+  if "$py" -c 'import json, sys, urllib.request
+body = urllib.request.urlopen("http://127.0.0.1:%s/api" % sys.argv[1], timeout=2).read().decode()
+json.loads(body)["version"]
+print("GET /api:", body)' "$port" 2>/dev/null; then
+    echo "answered after $(( $(date +%s) - start )) s"
+    kill "$pid" 2>/dev/null; exit 0
+  fi
+  if ! kill -0 "$pid" 2>/dev/null; then echo "jupyter server exited; its log:" >&2; cat "$log" >&2; exit 1; fi
+  sleep 1
+done
+echo "no answer from /api within 90 s; server log:" >&2; cat "$log" >&2
+kill "$pid" 2>/dev/null; exit 1"#;
+
+/// How `labforge build` runs.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// Where images are checked and pushed.
+    pub registry: Registry,
+    pub registry_options: RegistryOptions,
+    /// Images built at once (and registry requests in flight).
+    pub jobs: usize,
+    /// Build these and what they need (empty: the whole catalog).
+    pub selection: Vec<String>,
+    /// Build logs go to `<state_dir>/logs/<run>/`, push spool and cache too.
+    pub state_dir: PathBuf,
+    /// PEM bundle served to builds for HTTPS behind an intercepting proxy.
+    pub ca_bundle: Option<PathBuf>,
+    pub ca_port: u16,
+    /// Run `gpu: true` smoke tests (with the host's GPUs).
+    pub gpu: bool,
+    pub builder: Builder,
+    pub compression: Compression,
+    pub push_retries: u32,
+    /// For the moving date tag `<variant>-<date>`, e.g. `20261126`.
+    pub date: String,
+    pub run_id: String,
+    /// What the machine adds to every build (configuration `build_args`).
+    pub build_args: BTreeMap<String, String>,
+    /// Mapped base reference → the digest-pinned reference builds use.
+    pub bases: BTreeMap<String, String>,
+    /// Catalog base references that the base map replaced with a stand-in.
+    pub stand_ins: BTreeSet<String>,
+}
+
+/// Which of the engine's builders builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builder {
+    /// BuildKit where the engine offers it, else the classic builder.
+    #[default]
+    Auto,
+    Buildkit,
+    Classic,
+}
+
+impl std::str::FromStr for Builder {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Builder, String> {
+        match s {
+            "auto" => Ok(Builder::Auto),
+            "buildkit" => Ok(Builder::Buildkit),
+            "classic" => Ok(Builder::Classic),
+            other => Err(format!(
+                "unknown builder {other:?}: use auto, buildkit or classic"
+            )),
+        }
+    }
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub image: String,
+    /// `host[:port]/path` of the image's repository.
+    pub repository: String,
+    pub variant: String,
+    pub hash: String,
+    pub content_tag: String,
+    pub result: BuildResult,
+    /// The manifest digest the registry confirmed.
+    pub digest: Option<String>,
+    pub tags: Vec<String>,
+    /// Why it was built, or why it failed or was blocked.
+    pub reason: String,
+    /// For a failure: the last lines of output.
+    pub tail: Vec<String>,
+    /// Milliseconds per stage (`pull`, `build`, `test`, `push`).
+    pub stages: BTreeMap<String, u64>,
+    pub tests: Vec<TestRecord>,
+    pub log: Option<PathBuf>,
+    /// Base reference → the digest it was built on.
+    pub base_digests: BTreeMap<String, String>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        matches!(self.result, BuildResult::Built | BuildResult::Present)
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub registry: String,
+    /// In build order.
+    pub images: Vec<Outcome>,
+    /// Whether the Docker Engine was contacted at all.
+    pub engine_used: bool,
+    pub registry_requests: usize,
+    pub duration_ms: u64,
+}
+
+impl Summary {
+    pub fn ok(&self) -> bool {
+        self.images.iter().all(Outcome::ok)
+    }
+}
+
+/// Progress, as it happens, for the command line (or a log).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The plan: what will be built, and how many images are up to date.
+    Planned {
+        build: Vec<String>,
+        present: usize,
+    },
+    Stage {
+        image: String,
+        stage: &'static str,
+    },
+    /// A line of build, pull or push output.
+    Line {
+        image: String,
+        line: String,
+    },
+    Test {
+        image: String,
+        test: TestRecord,
+    },
+    Done(Box<Outcome>),
+}
+
+pub trait Reporter: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(
+        "there is no image {name:?} in the catalog{hint}; `labforge validate --list` lists them"
+    )]
+    UnknownImage { name: String, hint: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Ca(#[from] ca::CaError),
+    #[error("cannot record the build of {image}: {source}")]
+    Record { image: String, source: StateError },
+    #[error("cannot make the log folder {path}: {source}")]
+    Logs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the registry client: {0}")]
+    Client(RegistryError),
+}
+
+/// One image to build, with everything its task needs.
+struct Job {
+    index: usize,
+    name: String,
+    repository: ImageRef,
+    variant: String,
+    hash: String,
+    content_tag: String,
+    dockerfile: String,
+    context: BTreeMap<String, Vec<u8>>,
+    build_args: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    tests: Vec<SmokeTest>,
+    server_test: bool,
+    /// Built on a stand-in instead of its real base.
+    stand_in: bool,
+    moving_tags: Vec<String>,
+    /// A base's pinned reference (for a catalog parent the scheduler passes the digest).
+    base: Option<(String, String)>,
+    reason: String,
+}
+
+/// Shared by every build task.
+struct Shared {
+    engine: Engine,
+    registry: Arc<RegistryClient>,
+    reporter: Arc<dyn Reporter>,
+    settings: BuildSettings,
+    log_dir: PathBuf,
+    ca_url: Option<String>,
+    vscode: bool,
+    buildkit: bool,
+}
+
+/// Run the build. `analyzed` must have been made with the settings' pinned
+/// bases (see [`crate::resolve_bases`]), so that identities name digests.
+pub async fn build(
+    analyzed: &Analyzed,
+    settings: BuildSettings,
+    store: &StateStore,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Summary, BuildError> {
+    let started = Instant::now();
+    let catalog = &analyzed.catalog;
+    let needed = needed(analyzed, &settings.selection)?;
+    let registry = &settings.registry;
+    let inputs_dir = settings.state_dir.join("inputs");
+    let baseline = read_baseline(&inputs_dir);
+    let (plan, _) = crate::plan(
+        analyzed,
+        Some(registry),
+        settings.registry_options.clone(),
+        &baseline,
+        settings.jobs,
+    )
+    .await?;
+    let planned: HashMap<&str, &labforge_core::plan::PlannedImage> =
+        plan.images.iter().map(|p| (p.name.as_str(), p)).collect();
+
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; catalog.images.len()];
+    let mut digests: HashMap<usize, String> = HashMap::new();
+    let mut jobs: BTreeMap<usize, Job> = BTreeMap::new();
+    for &i in &needed {
+        let image = &catalog.images[i];
+        let prepared = &analyzed.prepared[i];
+        let Some(p) = planned.get(image.name.as_str()) else {
+            continue;
+        };
+        let repository = ImageRef {
+            registry: registry.host.clone(),
+            repository: registry.path(&image.repository),
+            reference: p.tag.clone(),
+        };
+        let base = match &image.parent {
+            ParentRef::Base(_) => prepared
+                .rendered
+                .base_reference
+                .as_ref()
+                .map(|r| (r.clone(), base_digest(r))),
+            ParentRef::Image(_) => None,
+        };
+        match (&p.action, &p.registry) {
+            (Action::Skip, Presence::Present(digest)) => {
+                digests.insert(i, digest.clone());
+                outcomes[i] = Some(Outcome {
+                    image: image.name.clone(),
+                    repository: format!("{}/{}", repository.registry, repository.repository),
+                    variant: image.variant.clone(),
+                    hash: p.identity.clone(),
+                    content_tag: p.tag.clone(),
+                    result: BuildResult::Present,
+                    digest: Some(digest.clone()),
+                    tags: vec![p.tag.clone()],
+                    reason: "already in the registry".into(),
+                    tail: Vec::new(),
+                    stages: BTreeMap::new(),
+                    tests: Vec::new(),
+                    log: None,
+                    base_digests: base.into_iter().collect(),
+                });
+            }
+            _ => {
+                let mut build_args = image.build_args.clone();
+                build_args.extend(settings.build_args.clone());
+                let mut moving_tags = vec![
+                    image.variant.clone(),
+                    format!("{}-{}", image.variant, settings.date),
+                ];
+                if image.default_variant {
+                    moving_tags.push("latest".into());
+                }
+                jobs.insert(
+                    i,
+                    Job {
+                        index: i,
+                        name: image.name.clone(),
+                        repository,
+                        variant: image.variant.clone(),
+                        hash: p.identity.clone(),
+                        content_tag: p.tag.clone(),
+                        dockerfile: prepared.rendered.dockerfile.clone(),
+                        context: prepared.rendered.context.clone(),
+                        build_args,
+                        labels: labforge_core::render::build_labels(
+                            catalog,
+                            image,
+                            &prepared.inputs.identity,
+                        ),
+                        tests: image.tests.clone(),
+                        server_test: image.server_test,
+                        stand_in: catalog
+                            .root_base(image)
+                            .is_some_and(|b| settings.stand_ins.contains(&b.image)),
+                        moving_tags,
+                        base,
+                        reason: if p.reasons.is_empty() {
+                            "not in the registry".into()
+                        } else {
+                            p.reasons.join("; ")
+                        },
+                    },
+                );
+            }
+        }
+    }
+    reporter.event(Event::Planned {
+        build: jobs.values().map(|j| j.name.clone()).collect(),
+        present: outcomes.iter().flatten().count(),
+    });
+
+    let mut engine_used = false;
+    if !jobs.is_empty() {
+        engine_used = true;
+        let engine = Engine::connect().await?;
+        let client = Arc::new(
+            RegistryClient::new(
+                settings.registry_options.clone(),
+                &[settings.registry.host.as_str()],
+            )
+            .map_err(BuildError::Client)?,
+        );
+        let log_dir = settings.state_dir.join("logs").join(&settings.run_id);
+        std::fs::create_dir_all(&log_dir).map_err(|source| BuildError::Logs {
+            path: log_dir.clone(),
+            source,
+        })?;
+        let server = match &settings.ca_bundle {
+            Some(path) => Some(ca::CaServer::start(&engine, path, settings.ca_port).await?),
+            None => None,
+        };
+        let buildkit = match settings.builder {
+            Builder::Auto => crate::buildkit::available(&engine).await,
+            Builder::Buildkit => true,
+            Builder::Classic => false,
+        };
+        tracing::info!(buildkit, "builder chosen");
+        let vscode = settings
+            .build_args
+            .get(CODE_SERVER_ARG)
+            .is_none_or(|v| v != "none");
+        let shared = Arc::new(Shared {
+            engine,
+            registry: client,
+            reporter: Arc::clone(&reporter),
+            ca_url: server.as_ref().map(|s| s.url().to_string()),
+            settings: settings.clone(),
+            log_dir,
+            vscode,
+            buildkit,
+        });
+        schedule(analyzed, &shared, jobs, &mut outcomes, &mut digests, store).await?;
+        drop(server);
+    }
+
+    // Images that were present are recorded only when that is news (a
+    // no-op run does not grow the history).
+    for o in outcomes.iter().flatten() {
+        if o.result == BuildResult::Present {
+            let known = store
+                .last_pushed(&o.image)
+                .await
+                .map_err(|source| BuildError::Record {
+                    image: o.image.clone(),
+                    source,
+                })?;
+            if known.is_none_or(|k| k.digest != o.digest || k.hash != o.hash) {
+                record(store, &settings, o).await?;
+            }
+        }
+    }
+    let images: Vec<Outcome> = analyzed
+        .graph
+        .order()
+        .filter_map(|i| outcomes[i].take())
+        .collect();
+    Ok(Summary {
+        run_id: settings.run_id.clone(),
+        registry: plan.registry.clone().unwrap_or_default(),
+        images,
+        engine_used,
+        registry_requests: plan.images.len(),
+        duration_ms: millis(started.elapsed()),
+    })
+}
+
+/// The images to consider: the selection and every ancestor of it (a
+/// parent's digest is needed even when it is up to date), or all.
+fn needed(analyzed: &Analyzed, selection: &[String]) -> Result<Vec<usize>, BuildError> {
+    let catalog = &analyzed.catalog;
+    if selection.is_empty() {
+        return Ok((0..catalog.images.len()).collect());
+    }
+    let mut set = BTreeSet::new();
+    for name in selection {
+        let Some(&i) = catalog.index.get(name.as_str()) else {
+            // A file name (`notebook`) selects all of its variants.
+            let variants: Vec<usize> = catalog
+                .images
+                .iter()
+                .enumerate()
+                .filter(|(_, im)| &im.repository == name)
+                .map(|(i, _)| i)
+                .collect();
+            if variants.is_empty() {
+                let hint = catalog
+                    .images
+                    .iter()
+                    .map(|im| im.name.as_str())
+                    .find(|n| n.starts_with(name.as_str()) || name.starts_with(n))
+                    .map(|n| format!(" (did you mean {n:?}?)"))
+                    .unwrap_or_default();
+                return Err(BuildError::UnknownImage {
+                    name: name.clone(),
+                    hint,
+                });
+            }
+            for v in variants {
+                add_with_ancestors(analyzed, v, &mut set);
+            }
+            continue;
+        };
+        add_with_ancestors(analyzed, i, &mut set);
+    }
+    Ok(set.into_iter().collect())
+}
+
+fn add_with_ancestors(analyzed: &Analyzed, mut i: usize, set: &mut BTreeSet<usize>) {
+    loop {
+        set.insert(i);
+        match analyzed.graph.parent[i] {
+            Some(p) => i = p,
+            None => return,
+        }
+    }
+}
+
+/// Run the jobs, each as soon as its parent is done and a slot is free.
+async fn schedule(
+    analyzed: &Analyzed,
+    shared: &Arc<Shared>,
+    mut jobs: BTreeMap<usize, Job>,
+    outcomes: &mut [Option<Outcome>],
+    digests: &mut HashMap<usize, String>,
+    store: &StateStore,
+) -> Result<(), BuildError> {
+    let limit = shared.settings.jobs.max(1);
+    let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
+    loop {
+        // Start what can start, block what cannot ever start.
+        let waiting: Vec<usize> = jobs.keys().copied().collect();
+        for i in waiting {
+            let parent = analyzed.graph.parent[i];
+            let parent_state = parent.map(|p| (p, outcomes[p].as_ref()));
+            let parent_ref = match parent_state {
+                None => None,
+                Some((p, Some(o))) if o.ok() => match digests.get(&p) {
+                    Some(d) => Some(format!("{}@{}", o.repository, d)),
+                    None => continue,
+                },
+                Some((_, Some(o))) => {
+                    let Some(job) = jobs.remove(&i) else { continue };
+                    let blocked = blocked(&job, o);
+                    shared
+                        .reporter
+                        .event(Event::Done(Box::new(blocked.clone())));
+                    record(store, &shared.settings, &blocked).await?;
+                    outcomes[i] = Some(blocked);
+                    continue;
+                }
+                // The parent is still to be built, or building.
+                Some((_, None)) => continue,
+            };
+            if running.len() >= limit {
+                break;
+            }
+            let Some(job) = jobs.remove(&i) else { continue };
+            let shared = Arc::clone(shared);
+            running.spawn(async move {
+                let index = job.index;
+                (index, build_one(&shared, job, parent_ref).await)
+            });
+        }
+        let Some(done) = running.join_next().await else {
+            if jobs.is_empty() {
+                return Ok(());
+            }
+            // Only images whose parents never finish remain: cannot happen
+            // with an acyclic graph, but never spin.
+            continue;
+        };
+        let (i, outcome) = match done {
+            Ok(x) => x,
+            Err(e) => {
+                // A task panicked: its image is unknown here, so the run
+                // cannot say what it means; stop.
+                tracing::error!(error = %e, "a build task failed");
+                continue;
+            }
+        };
+        if let Some(d) = &outcome.digest {
+            digests.insert(i, d.clone());
+            write_inputs(
+                &shared.settings.state_dir.join("inputs"),
+                &outcome.image,
+                &analyzed.prepared[i].inputs,
+            );
+        }
+        record(store, &shared.settings, &outcome).await?;
+        shared
+            .reporter
+            .event(Event::Done(Box::new(outcome.clone())));
+        outcomes[i] = Some(outcome);
+    }
+}
+
+/// The inputs of each image's last successful build, kept as
+/// `<state>/inputs/<image>.json`, so that reasons can say what changed
+/// ("template partials/x.tera changed") and not only that the tag is new.
+fn read_baseline(dir: &Path) -> BTreeMap<String, Inputs> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let name = path.file_stem()?.to_str()?.to_string();
+            let text = std::fs::read_to_string(&path).ok()?;
+            // A damaged file only costs the detailed reason.
+            let inputs: Inputs = serde_json::from_str(&text).ok()?;
+            Some((name, inputs))
+        })
+        .collect()
+}
+
+fn write_inputs(dir: &Path, image: &str, inputs: &Inputs) {
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{image}.json.tmp"));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(inputs).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, dir.join(format!("{image}.json")))
+    };
+    if let Err(e) = write() {
+        tracing::warn!(image, error = %e, "cannot keep the build inputs; the next plan will give less detailed reasons");
+    }
+}
+
+fn blocked(job: &Job, parent: &Outcome) -> Outcome {
+    Outcome {
+        image: job.name.clone(),
+        repository: format!("{}/{}", job.repository.registry, job.repository.repository),
+        variant: job.variant.clone(),
+        hash: job.hash.clone(),
+        content_tag: job.content_tag.clone(),
+        result: BuildResult::Blocked,
+        digest: None,
+        tags: Vec::new(),
+        reason: format!(
+            "not built: its parent {} {}",
+            parent.image,
+            match parent.result {
+                BuildResult::Blocked => "was not built",
+                _ => "failed",
+            }
+        ),
+        tail: Vec::new(),
+        stages: BTreeMap::new(),
+        tests: Vec::new(),
+        log: None,
+        base_digests: BTreeMap::new(),
+    }
+}
+
+async fn record(
+    store: &StateStore,
+    settings: &BuildSettings,
+    o: &Outcome,
+) -> Result<(), BuildError> {
+    let now = now_ms();
+    let total: u64 = o.stages.values().sum();
+    let rec = BuildRecord {
+        run_id: settings.run_id.clone(),
+        image: o.image.clone(),
+        variant: o.variant.clone(),
+        hash: o.hash.clone(),
+        content_tag: o.content_tag.clone(),
+        repository: o.repository.clone(),
+        digest: o.digest.clone(),
+        tags: o.tags.clone(),
+        base_digests: o.base_digests.clone(),
+        result: o.result,
+        reason: o.reason.clone(),
+        stages: o.stages.clone(),
+        tests: o.tests.clone(),
+        log_path: o.log.as_ref().map(|p| p.display().to_string()),
+        started_at: now - i64::try_from(total).unwrap_or(0),
+        finished_at: now,
+    };
+    store
+        .record(&rec)
+        .await
+        .map(|_| ())
+        .map_err(|source| BuildError::Record {
+            image: o.image.clone(),
+            source,
+        })
+}
+
+/// The log of one image's build, written as it goes.
+struct Log {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    reporter: Arc<dyn Reporter>,
+    image: String,
+}
+
+impl Log {
+    fn new(dir: &Path, image: &str, reporter: Arc<dyn Reporter>) -> Log {
+        let path = dir.join(format!("{image}.log"));
+        let file = std::fs::File::create(&path)
+            .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "cannot write the build log"))
+            .ok();
+        Log {
+            path,
+            file,
+            reporter,
+            image: image.to_string(),
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        if let Some(f) = &mut self.file
+            && writeln!(f, "{line}").is_err()
+        {
+            self.file = None;
+        }
+        self.reporter.event(Event::Line {
+            image: self.image.clone(),
+            line: line.to_string(),
+        });
+    }
+
+    fn stage(&mut self, stage: &'static str) {
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "=== {stage}");
+        }
+        self.reporter.event(Event::Stage {
+            image: self.image.clone(),
+            stage,
+        });
+    }
+}
+
+/// Pull, build, test and push one image. Never fails as a function: every
+/// failure is an outcome that names the stage and keeps the last lines.
+async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Outcome {
+    let log = Arc::new(Mutex::new(Log::new(
+        &shared.log_dir,
+        &job.name,
+        Arc::clone(&shared.reporter),
+    )));
+    let mut outcome = Outcome {
+        image: job.name.clone(),
+        repository: format!("{}/{}", job.repository.registry, job.repository.repository),
+        variant: job.variant.clone(),
+        hash: job.hash.clone(),
+        content_tag: job.content_tag.clone(),
+        result: BuildResult::Failed,
+        digest: None,
+        tags: Vec::new(),
+        reason: job.reason.clone(),
+        tail: Vec::new(),
+        stages: BTreeMap::new(),
+        tests: Vec::new(),
+        log: Some(log_path(&log)),
+        base_digests: job.base.iter().cloned().collect(),
+    };
+    let line = {
+        let log = Arc::clone(&log);
+        move |l: &str| {
+            if let Ok(mut log) = log.lock() {
+                log.line(l);
+            }
+        }
+    };
+    let stage = |s: &'static str| {
+        if let Ok(mut log) = log.lock() {
+            log.stage(s);
+        }
+    };
+    let fail = |outcome: &mut Outcome, stage: &str, message: String, tail: Vec<String>| {
+        outcome.result = BuildResult::Failed;
+        outcome.reason = format!("{stage} failed: {message}");
+        outcome.tail = tail;
+    };
+
+    // The parent: pinned by digest, pulled if the engine lacks it.
+    let from = match (&parent_ref, &job.base) {
+        (Some(p), _) => p.clone(),
+        (None, Some((pinned, _))) => pinned.clone(),
+        (None, None) => {
+            fail(
+                &mut outcome,
+                "pull",
+                "the image has neither a base nor a parent digest".into(),
+                Vec::new(),
+            );
+            return outcome;
+        }
+    };
+    stage("pull");
+    let t = Instant::now();
+    let present = shared.engine.image_id(&from).await;
+    let pulled = match present {
+        Ok(Some(id)) => {
+            line(&format!("FROM {from}: in the engine as {id}"));
+            Ok(())
+        }
+        Ok(None) => {
+            line(&format!("FROM {from}: pulling"));
+            let mut on_line = line.clone();
+            let credentials = shared
+                .settings
+                .registry_options
+                .username
+                .clone()
+                .zip(shared.settings.registry_options.password.clone());
+            shared.engine.pull(&from, credentials, &mut on_line).await
+        }
+        Err(e) => Err(e),
+    };
+    outcome.stages.insert("pull".into(), millis(t.elapsed()));
+    if let Err(e) = pulled {
+        fail(
+            &mut outcome,
+            "pull",
+            labforge_core::error_chain(&e),
+            Vec::new(),
+        );
+        return outcome;
+    }
+
+    // Build.
+    stage("build");
+    let t = Instant::now();
+    let local_tag = job.repository.to_string();
+    let mut build_args = job.build_args.clone();
+    build_args.insert("BASE_IMAGE".into(), from.clone());
+    if let Some(url) = &shared.ca_url {
+        build_args.insert(CA_URL_ARG.into(), url.clone());
+    }
+    let request = BuildRequest {
+        image: &job.name,
+        dockerfile: &job.dockerfile,
+        context: &job.context,
+        tag: &local_tag,
+        build_args: &build_args,
+        labels: &job.labels,
+    };
+    let mut on_line = line.clone();
+    line(&format!(
+        "building with {}",
+        if shared.buildkit {
+            "BuildKit"
+        } else {
+            "the classic builder"
+        }
+    ));
+    let built = if shared.buildkit {
+        crate::buildkit::build(&shared.engine, &request, &mut on_line).await
+    } else {
+        shared.engine.build(&request, &mut on_line).await
+    };
+    outcome.stages.insert("build".into(), millis(t.elapsed()));
+    let built = match built {
+        Ok(b) => b,
+        Err(EngineError::BuildFailed {
+            instruction,
+            message,
+            tail,
+            ..
+        }) => {
+            let at = instruction.unwrap_or_else(|| "its start".into());
+            fail(&mut outcome, "build", format!("at {at}: {message}"), tail);
+            return outcome;
+        }
+        Err(e) => {
+            fail(
+                &mut outcome,
+                "build",
+                labforge_core::error_chain(&e),
+                Vec::new(),
+            );
+            return outcome;
+        }
+    };
+
+    // Smoke tests.
+    stage("test");
+    let t = Instant::now();
+    let mut tests: Vec<(String, String, Duration, bool, Option<String>)> = Vec::new();
+    for test in &job.tests {
+        let skip = if test.gpu && !shared.settings.gpu {
+            Some("needs a GPU; this host has none configured (build.gpu = false)".to_string())
+        } else if test.real_base && job.stand_in {
+            Some("checks the real base, and this build maps it to a stand-in".to_string())
+        } else if test.vscode && !shared.vscode {
+            Some(format!(
+                "needs VS Code, which this build leaves out ({CODE_SERVER_ARG}=none)"
+            ))
+        } else {
+            None
+        };
+        tests.push((
+            test.name.clone(),
+            test.run.clone(),
+            Duration::from_secs(u64::from(test.timeout_seconds)),
+            test.gpu,
+            skip,
+        ));
+    }
+    if job.server_test {
+        tests.push((
+            SERVER_TEST.into(),
+            SERVER_TEST_COMMAND.into(),
+            Duration::from_secs(150),
+            false,
+            None,
+        ));
+    }
+    let mut failed_test = None;
+    for (name, run, timeout, gpu, skip) in tests {
+        let started = Instant::now();
+        let record = match skip {
+            Some(why) => TestRecord {
+                name: name.clone(),
+                result: TestResult::Skipped,
+                duration_ms: 0,
+                detail: why,
+            },
+            None => {
+                match shared
+                    .engine
+                    .run_test_with(&built.image_id, &run, timeout, gpu)
+                    .await
+                {
+                    Ok(r) => {
+                        let passed = r.exit_code == Some(0) && !r.timed_out;
+                        for l in r.output.lines() {
+                            line(&format!("[{name}] {l}"));
+                        }
+                        let detail = if r.timed_out {
+                            format!("timed out after {} s", timeout.as_secs())
+                        } else if passed {
+                            last_lines(&r.output, 1).join("")
+                        } else {
+                            format!(
+                                "exit code {}: {}",
+                                r.exit_code.unwrap_or(-1),
+                                last_lines(&r.output, 5).join(" | ")
+                            )
+                        };
+                        if !passed && failed_test.is_none() {
+                            failed_test =
+                                Some((name.clone(), detail.clone(), last_lines(&r.output, 20)));
+                        }
+                        TestRecord {
+                            name: name.clone(),
+                            result: if passed {
+                                TestResult::Passed
+                            } else {
+                                TestResult::Failed
+                            },
+                            duration_ms: millis(started.elapsed()),
+                            detail,
+                        }
+                    }
+                    Err(e) => {
+                        let detail = labforge_core::error_chain(&e);
+                        failed_test.get_or_insert((name.clone(), detail.clone(), Vec::new()));
+                        TestRecord {
+                            name: name.clone(),
+                            result: TestResult::Failed,
+                            duration_ms: millis(started.elapsed()),
+                            detail,
+                        }
+                    }
+                }
+            }
+        };
+        shared.reporter.event(Event::Test {
+            image: job.name.clone(),
+            test: record.clone(),
+        });
+        outcome.tests.push(record);
+    }
+    outcome.stages.insert("test".into(), millis(t.elapsed()));
+    if let Some((name, detail, tail)) = failed_test {
+        fail(
+            &mut outcome,
+            "test",
+            format!("smoke test {name}: {detail}"),
+            tail,
+        );
+        return outcome;
+    }
+
+    // Push: the content tag first, then the moving tags.
+    stage("push");
+    let t = Instant::now();
+    let mut tags = vec![job.content_tag.clone()];
+    tags.extend(job.moving_tags.iter().cloned());
+    let options = PushOptions {
+        compression: shared.settings.compression,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        retries: shared.settings.push_retries,
+        retry_delay: Duration::from_millis(500),
+        spool_dir: shared.settings.state_dir.join("spool"),
+        cache_dir: Some(shared.settings.state_dir.join("push-cache")),
+    };
+    let progress = {
+        let line = line.clone();
+        move |event: PushEvent| line(&format!("push: {event}"))
+    };
+    let pushed = push::push_image(
+        &shared.engine,
+        &shared.registry,
+        &built.image_id,
+        &job.repository,
+        &tags,
+        &options,
+        &progress,
+    )
+    .await;
+    outcome.stages.insert("push".into(), millis(t.elapsed()));
+    match pushed {
+        Ok(p) => {
+            outcome.digest = Some(p.digest);
+            outcome.tags = p.tags;
+            outcome.result = BuildResult::Built;
+        }
+        Err(e) => fail(
+            &mut outcome,
+            "push",
+            labforge_core::error_chain(&e),
+            Vec::new(),
+        ),
+    }
+    outcome
+}
+
+fn log_path(log: &Arc<Mutex<Log>>) -> PathBuf {
+    log.lock().map(|l| l.path.clone()).unwrap_or_default()
+}
+
+/// The digest part of a pinned reference (`repo@sha256:…`).
+fn base_digest(reference: &str) -> String {
+    reference
+        .rsplit_once('@')
+        .map_or(reference, |(_, d)| d)
+        .to_string()
+}
+
+fn last_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

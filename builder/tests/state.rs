@@ -1,0 +1,677 @@
+//! The build-record state store against real databases: SQLite files in
+//! temporary folders, and the PostgreSQL server that `scripts/services.sh`
+//! starts (`LABFORGE_TEST_POSTGRES_URL`; without it the Postgres tests fail).
+//! Each Postgres test works in its own schema, so tests run in parallel and
+//! again and again.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use labforge_builder::state::{
+    BuildRecord, BuildResult, SCHEMA_VERSION, SQLITE_FILE, StateError, StateStore, TestRecord,
+    TestResult, new_run_id, unix_ms_now,
+};
+use sqlx::Connection;
+
+/// A record with every field set; `n` varies the values.
+fn sample(run_id: &str, image: &str, n: u64) -> BuildRecord {
+    let started_at = unix_ms_now();
+    BuildRecord {
+        run_id: run_id.to_string(),
+        image: image.to_string(),
+        variant: "scipy-cpu".to_string(),
+        hash: format!("{:064x}", n + 1),
+        content_tag: format!("scipy-cpu-{:012x}", n + 1),
+        repository: "127.0.0.1:5000/labforge/notebook".to_string(),
+        digest: n
+            .is_multiple_of(2)
+            .then(|| format!("sha256:{:064x}", n + 7)),
+        tags: vec![format!("scipy-cpu-{:012x}", n + 1), "latest".to_string()],
+        base_digests: BTreeMap::from([(
+            "labforge-standin/debian:bookworm".to_string(),
+            format!("sha256:{:064x}", n + 100),
+        )]),
+        result: match n % 4 {
+            0 => BuildResult::Built,
+            1 => BuildResult::Present,
+            2 => BuildResult::Failed,
+            _ => BuildResult::Blocked,
+        },
+        reason: format!("changed: template notebook.Dockerfile.tera — «quoted» 'n={n}'"),
+        stages: BTreeMap::from([
+            ("build".to_string(), 1200 + n),
+            ("push".to_string(), 300),
+            ("render".to_string(), 4),
+            ("test".to_string(), u64::MAX),
+        ]),
+        tests: vec![
+            TestRecord {
+                name: "python-imports".to_string(),
+                result: TestResult::Passed,
+                duration_ms: 250,
+                detail: String::new(),
+            },
+            TestRecord {
+                name: "jupyter-starts".to_string(),
+                result: TestResult::Failed,
+                duration_ms: 30_000,
+                detail: "timed out after 30 s\nlast line: \"waiting\"".to_string(),
+            },
+            TestRecord {
+                name: "gpu".to_string(),
+                result: TestResult::Skipped,
+                duration_ms: 0,
+                detail: "no GPU on this runner".to_string(),
+            },
+        ],
+        log_path: (!n.is_multiple_of(3)).then(|| format!(".labforge/logs/{run_id}/{image}.log")),
+        started_at,
+        finished_at: started_at + 1234,
+    }
+}
+
+/// Write 3 images × 3 runs; returns the records in the order written.
+async fn write_three_runs(store: &StateStore, prefix: &str) -> Vec<BuildRecord> {
+    let mut written = Vec::new();
+    let mut n = 0;
+    for run in 0..3 {
+        let run_id = format!("{prefix}run-{run}");
+        for image in [
+            "notebook-scipy-cpu",
+            "notebook-minimal-cpu",
+            "notebook-torch-gpu",
+        ] {
+            let rec = sample(&run_id, &format!("{prefix}{image}"), n);
+            n += 1;
+            store.record(&rec).await.expect("record");
+            written.push(rec);
+        }
+    }
+    written
+}
+
+/// latest, history, last_pushed and run over `write_three_runs`'s records.
+async fn check_queries(store: &StateStore, prefix: &str, written: &[BuildRecord]) {
+    // latest: the newest record per image, sorted by image name.
+    let latest = store.latest().await.expect("latest");
+    let mut expected: Vec<BuildRecord> = written[6..].to_vec();
+    expected.sort_by(|a, b| a.image.cmp(&b.image));
+    assert_eq!(latest, expected);
+
+    // history: newest first, limited.
+    let image = format!("{prefix}notebook-minimal-cpu");
+    let history = store.history(&image, 10).await.expect("history");
+    let mine: Vec<BuildRecord> = written
+        .iter()
+        .rev()
+        .filter(|r| r.image == image)
+        .cloned()
+        .collect();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history, mine);
+    assert_eq!(store.history(&image, 2).await.expect("history"), mine[..2]);
+    assert!(store.history(&image, 0).await.expect("history").is_empty());
+    assert!(
+        store
+            .history(&format!("{prefix}no-such-image"), 5)
+            .await
+            .expect("history")
+            .is_empty()
+    );
+
+    // last_pushed: the newest record with a digest.
+    for image in [
+        "notebook-scipy-cpu",
+        "notebook-minimal-cpu",
+        "notebook-torch-gpu",
+    ] {
+        let image = format!("{prefix}{image}");
+        let want = written
+            .iter()
+            .rev()
+            .find(|r| r.image == image && r.digest.is_some())
+            .cloned();
+        assert!(want.is_some());
+        assert_eq!(
+            store.last_pushed(&image).await.expect("last_pushed"),
+            want,
+            "{image}"
+        );
+    }
+    assert_eq!(
+        store
+            .last_pushed(&format!("{prefix}no-such-image"))
+            .await
+            .expect("last_pushed"),
+        None
+    );
+
+    // run: every record of one run, in recording order.
+    let run = store.run(&format!("{prefix}run-1")).await.expect("run");
+    assert_eq!(run, written[3..6]);
+    assert!(
+        store
+            .run(&format!("{prefix}run-none"))
+            .await
+            .expect("run")
+            .is_empty()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// SQLite
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn state_sqlite_round_trip_of_every_field() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    assert_eq!(store.backend(), "sqlite");
+    let rec = sample(&new_run_id(), "notebook-scipy-cpu", 0);
+    let id1 = store.record(&rec).await.expect("record");
+    let id2 = store
+        .record(&sample(&rec.run_id, "x", 1))
+        .await
+        .expect("record");
+    assert!(id2 > id1);
+    assert_eq!(store.run(&rec.run_id).await.expect("run")[0], rec);
+    assert_eq!(
+        store
+            .last_pushed("notebook-scipy-cpu")
+            .await
+            .expect("last_pushed"),
+        Some(rec.clone())
+    );
+    // The record also round-trips through JSON with the documented spellings.
+    let json = serde_json::to_value(&rec).expect("json");
+    assert_eq!(json["result"], "built");
+    assert_eq!(json["tests"][0]["result"], "passed");
+    let back: BuildRecord = serde_json::from_value(json).expect("json");
+    assert_eq!(back, rec);
+}
+
+#[tokio::test]
+async fn state_sqlite_queries_latest_history_last_pushed_run() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    let written = write_three_runs(&store, "").await;
+    check_queries(&store, "", &written).await;
+}
+
+#[tokio::test]
+async fn state_sqlite_latest_picks_the_newest_row_per_image() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    // The newest row wins even when its clock times are older.
+    let mut newer = sample("run-b", "img-a", 1);
+    newer.started_at = 10;
+    newer.finished_at = 11;
+    store
+        .record(&sample("run-a", "img-b", 0))
+        .await
+        .expect("record");
+    store
+        .record(&sample("run-a", "img-a", 0))
+        .await
+        .expect("record");
+    store.record(&newer).await.expect("record");
+    let latest = store.latest().await.expect("latest");
+    let names: Vec<&str> = latest.iter().map(|r| r.image.as_str()).collect();
+    assert_eq!(names, ["img-a", "img-b"]);
+    assert_eq!(latest[0], newer);
+    assert_eq!(latest[1].run_id, "run-a");
+}
+
+#[tokio::test]
+async fn state_sqlite_reopen_keeps_the_data_and_the_schema() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let written = {
+        let store = StateStore::open_dir(dir.path())
+            .await
+            .expect("open the store");
+        let written = write_three_runs(&store, "").await;
+        store.close().await;
+        written
+    };
+    for _ in 0..3 {
+        let store = StateStore::open(dir.path().to_str().expect("a UTF-8 path"))
+            .await
+            .expect("open the store");
+        check_queries(&store, "", &written).await;
+        store.close().await;
+    }
+    // One schema_version row, at the current version.
+    let mut conn = sqlite_conn(&dir.path().join(SQLITE_FILE)).await;
+    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, version FROM schema_version")
+        .fetch_all(&mut conn)
+        .await
+        .expect("query");
+    assert_eq!(rows, [(1, SCHEMA_VERSION)]);
+    // And through a sqlite:// URL.
+    let url = format!("sqlite://{}", dir.path().join(SQLITE_FILE).display());
+    let store = StateStore::open(&url).await.expect("open the store");
+    assert_eq!(store.latest().await.expect("latest").len(), 3);
+}
+
+async fn sqlite_conn(file: &Path) -> sqlx::SqliteConnection {
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn state_sqlite_file_is_in_wal_mode() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(&dir.path().join("nested/state"))
+        .await
+        .expect("open the store");
+    store.record(&sample("r", "i", 0)).await.expect("record");
+    // WAL is a property of the file: a fresh connection that sets nothing sees it.
+    let mut conn = sqlite_conn(&dir.path().join("nested/state").join(SQLITE_FILE)).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .expect("query");
+    assert_eq!(mode, "wal");
+    assert!(dir.path().join("nested/state/state.db-wal").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn state_sqlite_two_stores_write_concurrently() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (a, b) = tokio::join!(
+        StateStore::open_dir(dir.path()),
+        StateStore::open_dir(dir.path())
+    );
+    let (a, b) = (a.expect("open the store"), b.expect("open the store"));
+    let mut tasks = Vec::new();
+    for (s, store) in [a.clone(), b.clone()].into_iter().enumerate() {
+        for n in 0..50u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .record(&sample("concurrent", &format!("img-{s}-{n}"), n))
+                    .await
+            }));
+        }
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.expect("join the task").expect("record"));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 100);
+    assert_eq!(a.run("concurrent").await.expect("run").len(), 100);
+    assert_eq!(b.latest().await.expect("latest").len(), 100);
+}
+
+/// Run by `state_sqlite_second_process_writes_concurrently` in a child process.
+#[tokio::test]
+#[ignore = "helper: a second process, started by state_sqlite_second_process_writes_concurrently"]
+async fn state_sqlite_child_process_writer() {
+    let dir = std::env::var("LABFORGE_STATE_CHILD_DIR").expect("LABFORGE_STATE_CHILD_DIR");
+    let store = StateStore::open_dir(Path::new(&dir))
+        .await
+        .expect("open the store");
+    let mut tasks = Vec::new();
+    for n in 0..50u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .record(&sample("child", &format!("child-{n}"), n))
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("join the task").expect("record");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn state_sqlite_second_process_writes_concurrently() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    let child = tokio::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--ignored",
+            "--exact",
+            "state_sqlite_child_process_writer",
+            "--nocapture",
+        ])
+        .env("LABFORGE_STATE_CHILD_DIR", dir.path())
+        .output();
+    let parent = async {
+        let mut tasks = Vec::new();
+        for n in 0..50u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .record(&sample("parent", &format!("parent-{n}"), n))
+                    .await
+            }));
+        }
+        for task in tasks {
+            task.await.expect("join the task").expect("record");
+        }
+    };
+    let (output, ()) = tokio::join!(child, parent);
+    let output = output.expect("the child process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test: {stdout}"
+    );
+    assert_eq!(store.run("parent").await.expect("run").len(), 50);
+    assert_eq!(store.run("child").await.expect("run").len(), 50);
+    assert_eq!(store.latest().await.expect("latest").len(), 100);
+}
+
+#[tokio::test]
+async fn state_sqlite_regular_file_as_folder_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "x").expect("write a file");
+    for path in [file.clone(), file.join("below")] {
+        let err = StateStore::open_dir(&path)
+            .await
+            .expect_err("a file is not a folder");
+        assert!(
+            matches!(err, StateError::NotADirectory { .. }),
+            "{path:?}: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("not a folder"), "{msg}");
+        assert!(msg.contains("--state"), "{msg}");
+    }
+    // The same through open().
+    let err = StateStore::open(file.to_str().expect("a UTF-8 path"))
+        .await
+        .expect_err("a file is not a folder");
+    assert!(matches!(err, StateError::NotADirectory { .. }), "{err:?}");
+    assert_eq!(std::fs::read_to_string(&file).expect("read a file"), "x");
+}
+
+#[tokio::test]
+async fn state_sqlite_newer_schema_is_refused_and_kept() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store")
+        .record(&sample("r", "i", 0))
+        .await
+        .expect("record");
+    let mut conn = sqlite_conn(&dir.path().join(SQLITE_FILE)).await;
+    sqlx::query("UPDATE schema_version SET version = 99")
+        .execute(&mut conn)
+        .await
+        .expect("query");
+    let err = StateStore::open_dir(dir.path())
+        .await
+        .expect_err("a newer schema must be refused");
+    assert!(
+        matches!(err, StateError::NewerSchema { found: 99, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade labforge"), "{err}");
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM build_records")
+        .fetch_one(&mut conn)
+        .await
+        .expect("query");
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn state_sqlite_unreadable_row_is_reported_with_its_image() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    store
+        .record(&sample("r", "broken-image", 0))
+        .await
+        .expect("record");
+    let mut conn = sqlite_conn(&dir.path().join(SQLITE_FILE)).await;
+    sqlx::query("UPDATE build_records SET result = 'exploded'")
+        .execute(&mut conn)
+        .await
+        .expect("query");
+    let err = store
+        .latest()
+        .await
+        .expect_err("an unreadable row must be reported");
+    let msg = err.to_string();
+    assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+    assert!(
+        msg.contains("broken-image") && msg.contains("result"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_sqlite_memory_url_is_one_database_for_the_pool() {
+    let store = StateStore::open("sqlite::memory:")
+        .await
+        .expect("open the store");
+    let mut tasks = Vec::new();
+    for n in 0..10u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record(&sample("mem", &format!("img-{n}"), n)).await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("join the task").expect("record");
+    }
+    assert_eq!(store.latest().await.expect("latest").len(), 10);
+}
+
+#[tokio::test]
+async fn state_unsupported_url_scheme_is_refused() {
+    let err = StateStore::open("mysql://root:hunter2@db/labforge")
+        .await
+        .expect_err("mysql:// must be refused");
+    let msg = err.to_string();
+    assert!(matches!(err, StateError::UnsupportedUrl { .. }), "{err:?}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(msg.contains("root:***@db"), "{msg}");
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------
+
+/// The server from `scripts/services.sh`. Missing is a failure, never a skip.
+fn postgres_url() -> String {
+    match std::env::var("LABFORGE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let required = ["CI", "LABFORGE_REQUIRE_SERVICES"]
+                .iter()
+                .filter(|v| std::env::var_os(v).is_some())
+                .copied()
+                .collect::<Vec<_>>();
+            panic!(
+                "LABFORGE_TEST_POSTGRES_URL is not set{}: run `bash scripts/services.sh` \
+                 (as root) and `. /var/lib/labforge/env`, then run the tests again",
+                if required.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} set: the services are required)", required.join(", "))
+                }
+            )
+        }
+    }
+}
+
+/// A fresh schema for one test; returns the store's URL (search_path set to
+/// it) and the schema name.
+async fn postgres_schema(test: &str) -> (String, String) {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let base = postgres_url();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let schema = format!(
+        "lf_test_{test}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to LABFORGE_TEST_POSTGRES_URL: {e} (run `bash scripts/services.sh`)"
+            )
+        });
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+        .execute(&mut conn)
+        .await
+        .expect("query");
+    conn.close().await.expect("close");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    (
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
+}
+
+async fn drop_schema(schema: &str) {
+    let mut conn = sqlx::PgConnection::connect(&postgres_url())
+        .await
+        .expect("connect");
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&mut conn)
+        .await
+        .expect("query");
+}
+
+#[tokio::test]
+async fn state_postgres_round_trip_and_queries() {
+    let (url, schema) = postgres_schema("queries").await;
+    let store = StateStore::open(&url).await.expect("open the store");
+    assert_eq!(store.backend(), "postgres");
+    let rec = sample("single", "notebook-single", 0);
+    store.record(&rec).await.expect("record");
+    assert_eq!(
+        store.run("single").await.expect("run"),
+        std::slice::from_ref(&rec)
+    );
+    assert_eq!(
+        store
+            .last_pushed("notebook-single")
+            .await
+            .expect("last_pushed"),
+        Some(rec)
+    );
+    let written = write_three_runs(&store, "p-").await;
+    // latest() sees every image of this schema: the single one too.
+    let mut latest = store.latest().await.expect("latest");
+    latest.retain(|r| r.image.starts_with("p-"));
+    let mut expected = written[6..].to_vec();
+    expected.sort_by(|a, b| a.image.cmp(&b.image));
+    assert_eq!(latest, expected);
+    store.close().await;
+    // Queries on a fresh store of only the three runs.
+    let (url2, schema2) = postgres_schema("queries2").await;
+    let store = StateStore::open_url(&url2).await.expect("open the store");
+    let written = write_three_runs(&store, "q-").await;
+    check_queries(&store, "q-", &written).await;
+    store.close().await;
+    drop_schema(&schema).await;
+    drop_schema(&schema2).await;
+}
+
+#[tokio::test]
+async fn state_postgres_reopen_keeps_the_data_and_the_schema() {
+    let (url, schema) = postgres_schema("reopen").await;
+    let written = {
+        let store = StateStore::open_url(&url).await.expect("open the store");
+        let written = write_three_runs(&store, "").await;
+        store.close().await;
+        written
+    };
+    for _ in 0..3 {
+        let store = StateStore::open(&url).await.expect("open the store");
+        check_queries(&store, "", &written).await;
+        store.close().await;
+    }
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT id, version FROM schema_version")
+        .fetch_all(&mut conn)
+        .await
+        .expect("query");
+    assert_eq!(rows, [(1, SCHEMA_VERSION)]);
+    conn.close().await.expect("close");
+    drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn state_postgres_two_stores_write_concurrently() {
+    let (url, schema) = postgres_schema("concurrent").await;
+    // Two stores opened at once on a new schema: the migration lock holds.
+    let (a, b) = tokio::join!(StateStore::open_url(&url), StateStore::open_url(&url));
+    let (a, b) = (a.expect("open the store"), b.expect("open the store"));
+    let mut tasks = Vec::new();
+    for (s, store) in [a.clone(), b.clone()].into_iter().enumerate() {
+        for n in 0..50u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .record(&sample("concurrent", &format!("img-{s}-{n}"), n))
+                    .await
+            }));
+        }
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.expect("join the task").expect("record"));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 100);
+    assert_eq!(a.run("concurrent").await.expect("run").len(), 100);
+    assert_eq!(b.latest().await.expect("latest").len(), 100);
+    a.close().await;
+    b.close().await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn state_postgres_wrong_password_is_a_redacted_error() {
+    let url = postgres_url();
+    let bad = match url.split_once("://").and_then(|(s, rest)| {
+        let (userinfo, host) = rest.split_once('@')?;
+        let user = userinfo.split(':').next()?;
+        Some(format!("{s}://{user}:wrong-Pa55word@{host}"))
+    }) {
+        Some(bad) => bad,
+        None => panic!("LABFORGE_TEST_POSTGRES_URL has no user:password@: {url}"),
+    };
+    let err = StateStore::open(&bad)
+        .await
+        .expect_err("a wrong password must be refused");
+    let msg = err.to_string();
+    assert!(matches!(err, StateError::Open { .. }), "{err:?}");
+    assert!(!msg.contains("wrong-Pa55word"), "{msg}");
+    assert!(msg.contains(":***@"), "{msg}");
+    assert!(msg.contains("cannot open the state database"), "{msg}");
+    assert!(msg.contains("--state"), "{msg}");
+}
