@@ -86,7 +86,6 @@ pub struct BuildInputs<'a> {
     pub analyzed: &'a labforge_core::Analyzed,
     pub registry: Registry,
     pub options: RegistryOptions,
-    pub bases: std::collections::BTreeMap<String, String>,
     pub stand_ins: std::collections::BTreeSet<String>,
 }
 
@@ -122,7 +121,6 @@ pub async fn build(args: &BuildArgs, input: BuildInputs<'_>) -> Result<ExitCode>
         date: today(),
         run_id: state::new_run_id(),
         build_args: config.build_args.clone(),
-        bases: input.bases,
         stand_ins: input.stand_ins,
     };
     let reporter: Arc<dyn Reporter> = if std::io::stderr().is_terminal() {
@@ -290,20 +288,12 @@ fn seconds(ms: u64) -> String {
 
 /// Today (UTC) as `YYYYMMDD`, for the moving date tag.
 fn today() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}")
+    // `2026-11-26T…` → `20261126`
+    state::format_rfc3339(state::unix_ms_now())
+        .chars()
+        .take(10)
+        .filter(char::is_ascii_digit)
+        .collect()
 }
 
 /// Plain lines on stderr, each prefixed with its image: for logs and CI.

@@ -223,6 +223,11 @@ fn build_env(config: &Config, args: &BaseMapArgs) -> Result<BuildEnv> {
     for name in config.build_args.keys() {
         labforge_core::formats::env_name(name)
             .map_err(|e| anyhow::anyhow!("build_args: {name:?}: {e}"))?;
+        if name == "BASE_IMAGE" || name.starts_with("LABFORGE_") {
+            anyhow::bail!(
+                "build_args: {name:?} is set by labforge itself (BASE_IMAGE and LABFORGE_* are reserved)"
+            );
+        }
     }
     Ok(BuildEnv {
         base_map,
@@ -415,10 +420,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // Pin the bases as `build` does, so that the tags agree.
             let analyzed = match &target {
                 None => analyzed,
-                Some(_) => match runtime.block_on(labforge_builder::resolve_bases(
+                Some(t) => match runtime.block_on(labforge_builder::resolve_bases(
                     &analyzed,
                     &bases,
-                    options.clone(),
+                    anonymous(&options),
+                    None,
+                    &base_login(&t.host),
                 )) {
                     Ok((pinned, _)) => match analyze(&ctx, &pinned, *json)? {
                         Ok(a) => a,
@@ -461,10 +468,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let options = registry_options(&ctx.config, Some(&target.host))?;
             let runtime = runtime()?;
-            let (pinned, bases) = runtime.block_on(labforge_builder::resolve_bases(
+            let needed = labforge_builder::build::needed(&analyzed, &args.images)?;
+            let (pinned, _) = runtime.block_on(labforge_builder::resolve_bases(
                 &analyzed,
                 &env,
-                options.clone(),
+                anonymous(&options),
+                Some(&needed),
+                &base_login(&target.host),
             ))?;
             let analyzed = match analyze(&ctx, &pinned, args.json)? {
                 Ok(a) => a,
@@ -485,7 +495,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .filter(|b| env.base_map.apply(&b.image) != b.image)
                         .map(|b| b.image.clone())
                         .collect(),
-                    bases,
                 },
             ))
         }
@@ -521,6 +530,29 @@ fn registry_options(config: &Config, host: Option<&str>) -> Result<RegistryOptio
         password,
         timeout: None,
     })
+}
+
+/// `options` without a login (for registries other than the target).
+fn anonymous(options: &RegistryOptions) -> RegistryOptions {
+    RegistryOptions {
+        username: None,
+        password: None,
+        ..options.clone()
+    }
+}
+
+/// The login for a base registry: the environment's only for the target
+/// registry, Docker's config.json for any. A lookup error (a broken
+/// credential helper) is a warning: the registry may not need a login.
+fn base_login(target: &str) -> impl Fn(&str) -> Option<(String, String)> + Sync + use<> {
+    let target = target.to_string();
+    move |host: &str| match labforge_builder::creds::login_for(host, &target) {
+        Ok(login) => login,
+        Err(e) => {
+            eprintln!("warning: no login for {host}: {e}");
+            None
+        }
+    }
 }
 
 fn print_plan(plan: &Plan, heads: usize) {

@@ -6,6 +6,9 @@
 //! Every test pushes under its own registry prefix, so runs never see each
 //! other's images, and removes the engine images it built.
 
+mod common;
+use common::{copy_dir, docker};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,19 +23,6 @@ fn registry() -> String {
     std::env::var("LABFORGE_TEST_REGISTRY").unwrap_or_else(|_| {
         panic!("LABFORGE_TEST_REGISTRY is not set: run `bash scripts/services.sh` and `. /var/lib/labforge/env` (the README's test command does)")
     })
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("readdir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 /// A copy of the sample project with a labforge.toml that pushes under a
@@ -178,19 +168,6 @@ fn skopeo_digest(reference: &str) -> String {
     );
     let doc: Value = serde_json::from_slice(&out.stdout).expect("skopeo json");
     doc["Digest"].as_str().expect("Digest").to_string()
-}
-
-fn docker(args: &[&str]) -> Output {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 #[test]
@@ -434,6 +411,41 @@ fn selecting_an_image_builds_it_and_what_it_needs_only() {
     let out = p.labforge(&["build", "no-such-image"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-image"));
+
+    // A base that cannot be resolved stops only a build that needs it.
+    let catalog = std::fs::read_to_string(p.path().join("catalog/catalog.yaml")).expect("catalog");
+    p.write(
+        "catalog/catalog.yaml",
+        &format!(
+            "{catalog}  ghost:\n    image: {}/standin/no-such-base:latest\n",
+            registry()
+        ),
+    );
+    p.write(
+        "catalog/images/orphan.yaml",
+        "name: orphan\ndescription: On a base nobody has\ntemplate: tiny.Dockerfile.tera\nbase: ghost\nserver_test: false\n",
+    );
+    let (out, summary) = p.build(&["leaf"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        results(&summary),
+        pairs(&[
+            ("root", "present"),
+            ("middle", "present"),
+            ("leaf", "built")
+        ])
+    );
+    let out = p.labforge(&["build", "orphan"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("base ghost") && stderr.contains("no-such-base"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -6,6 +6,9 @@
 //! scripts/services.sh provides, and PyPI; slow (a few minutes from a cold
 //! build cache). It fails, never skips, when something is missing.
 
+mod common;
+use common::docker;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -13,19 +16,6 @@ use serde_json::Value;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 #[test]
@@ -104,6 +94,7 @@ ca_bundle = "{ca}"
     assert_eq!(result("code-server"), "skipped");
     // The base was pinned by digest and recorded.
     let bases = image["base_digests"].as_object().expect("base digests");
+    assert!(!bases.is_empty(), "no base digest recorded");
     assert!(
         bases
             .values()
@@ -159,5 +150,12 @@ ca_bundle = "{ca}"
         !env.contains("ca.pem") && !env.contains("LABFORGE_BUILD_CA"),
         "{env}"
     );
-    let _ = Command::new("docker").args(["rmi", &reference]).output();
+    let tagged = format!(
+        "{}:{}",
+        image["repository"].as_str().unwrap_or_default(),
+        image["content_tag"].as_str().unwrap_or_default()
+    );
+    let _ = Command::new("docker")
+        .args(["rmi", &reference, &tagged])
+        .output();
 }

@@ -90,8 +90,6 @@ pub struct BuildSettings {
     pub run_id: String,
     /// What the machine adds to every build (configuration `build_args`).
     pub build_args: BTreeMap<String, String>,
-    /// Mapped base reference → the digest-pinned reference builds use.
-    pub bases: BTreeMap<String, String>,
     /// Catalog base references that the base map replaced with a stand-in.
     pub stand_ins: BTreeSet<String>,
 }
@@ -270,7 +268,7 @@ pub async fn build(
     let registry = &settings.registry;
     let inputs_dir = settings.state_dir.join("inputs");
     let baseline = read_baseline(&inputs_dir);
-    let (plan, _) = crate::plan(
+    let (plan, heads) = crate::plan(
         analyzed,
         Some(registry),
         settings.registry_options.clone(),
@@ -421,13 +419,18 @@ pub async fn build(
     for o in outcomes.iter().flatten() {
         if o.result == BuildResult::Present {
             let known = store
-                .last_pushed(&o.image)
+                .history(&o.image, 1)
                 .await
+                .map(|mut h| h.pop())
                 .map_err(|source| BuildError::Record {
                     image: o.image.clone(),
                     source,
                 })?;
-            if known.is_none_or(|k| k.digest != o.digest || k.hash != o.hash) {
+            if known.is_none_or(|k| {
+                k.digest != o.digest
+                    || k.hash != o.hash
+                    || k.result != BuildResult::Present && k.result != BuildResult::Built
+            }) {
                 record(store, &settings, o).await?;
             }
         }
@@ -442,14 +445,14 @@ pub async fn build(
         registry: plan.registry.clone().unwrap_or_default(),
         images,
         engine_used,
-        registry_requests: plan.images.len(),
+        registry_requests: heads,
         duration_ms: millis(started.elapsed()),
     })
 }
 
 /// The images to consider: the selection and every ancestor of it (a
 /// parent's digest is needed even when it is up to date), or all.
-fn needed(analyzed: &Analyzed, selection: &[String]) -> Result<Vec<usize>, BuildError> {
+pub fn needed(analyzed: &Analyzed, selection: &[String]) -> Result<Vec<usize>, BuildError> {
     let catalog = &analyzed.catalog;
     if selection.is_empty() {
         return Ok((0..catalog.images.len()).collect());
@@ -509,6 +512,15 @@ async fn schedule(
 ) -> Result<(), BuildError> {
     let limit = shared.settings.jobs.max(1);
     let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
+    // A record that cannot be written does not stop builds in flight: the
+    // first such error is returned once everything has finished.
+    let mut record_error: Option<BuildError> = None;
+    let mut keep = |e: Result<(), BuildError>| {
+        if let Err(e) = e {
+            tracing::error!(error = %e, "cannot record a build result");
+            record_error.get_or_insert(e);
+        }
+    };
     loop {
         // Start what can start, block what cannot ever start.
         let waiting: Vec<usize> = jobs.keys().copied().collect();
@@ -527,7 +539,7 @@ async fn schedule(
                     shared
                         .reporter
                         .event(Event::Done(Box::new(blocked.clone())));
-                    record(store, &shared.settings, &blocked).await?;
+                    keep(record(store, &shared.settings, &blocked).await);
                     outcomes[i] = Some(blocked);
                     continue;
                 }
@@ -541,23 +553,37 @@ async fn schedule(
             let shared = Arc::clone(shared);
             running.spawn(async move {
                 let index = job.index;
-                (index, build_one(&shared, job, parent_ref).await)
+                let mut crashed = unstarted(&job, BuildResult::Failed);
+                let run = std::panic::AssertUnwindSafe(build_one(&shared, job, parent_ref));
+                match futures::FutureExt::catch_unwind(run).await {
+                    Ok(outcome) => (index, outcome),
+                    Err(_) => {
+                        crashed.reason = "internal error: the build task panicked (see the log above); please report it".into();
+                        (index, crashed)
+                    }
+                }
             });
         }
         let Some(done) = running.join_next().await else {
-            if jobs.is_empty() {
-                return Ok(());
+            // Nothing runs and nothing could start: only images whose
+            // parent never finished remain (impossible with an acyclic
+            // graph, but never wait for them).
+            for (i, job) in std::mem::take(&mut jobs) {
+                let mut o = unstarted(&job, BuildResult::Blocked);
+                o.reason = "not built: its parent never finished".into();
+                keep(record(store, &shared.settings, &o).await);
+                outcomes[i] = Some(o);
             }
-            // Only images whose parents never finish remain: cannot happen
-            // with an acyclic graph, but never spin.
-            continue;
+            return match record_error {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
         };
         let (i, outcome) = match done {
             Ok(x) => x,
+            // Only a cancelled task ends here (panics are caught above).
             Err(e) => {
-                // A task panicked: its image is unknown here, so the run
-                // cannot say what it means; stop.
-                tracing::error!(error = %e, "a build task failed");
+                tracing::error!(error = %e, "a build task was cancelled");
                 continue;
             }
         };
@@ -569,7 +595,7 @@ async fn schedule(
                 &analyzed.prepared[i].inputs,
             );
         }
-        record(store, &shared.settings, &outcome).await?;
+        keep(record(store, &shared.settings, &outcome).await);
         shared
             .reporter
             .event(Event::Done(Box::new(outcome.clone())));
@@ -613,23 +639,30 @@ fn write_inputs(dir: &Path, image: &str, inputs: &Inputs) {
 }
 
 fn blocked(job: &Job, parent: &Outcome) -> Outcome {
+    let mut o = unstarted(job, BuildResult::Blocked);
+    o.reason = format!(
+        "not built: its parent {} {}",
+        parent.image,
+        match parent.result {
+            BuildResult::Blocked => "was not built",
+            _ => "failed",
+        }
+    );
+    o
+}
+
+/// The outcome of a job that did not run (or did not finish), without a reason.
+fn unstarted(job: &Job, result: BuildResult) -> Outcome {
     Outcome {
         image: job.name.clone(),
         repository: format!("{}/{}", job.repository.registry, job.repository.repository),
         variant: job.variant.clone(),
         hash: job.hash.clone(),
         content_tag: job.content_tag.clone(),
-        result: BuildResult::Blocked,
+        result,
         digest: None,
         tags: Vec::new(),
-        reason: format!(
-            "not built: its parent {} {}",
-            parent.image,
-            match parent.result {
-                BuildResult::Blocked => "was not built",
-                _ => "failed",
-            }
-        ),
+        reason: String::new(),
         tail: Vec::new(),
         stages: BTreeMap::new(),
         tests: Vec::new(),
@@ -786,12 +819,24 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
         Ok(None) => {
             line(&format!("FROM {from}: pulling"));
             let mut on_line = line.clone();
-            let credentials = shared
-                .settings
-                .registry_options
-                .username
-                .clone()
-                .zip(shared.settings.registry_options.password.clone());
+            // Only that registry's own login goes with the pull.
+            let host = labforge_core::formats::split_reference(&from)
+                .map(|p| p.registry)
+                .unwrap_or_default();
+            let credentials = if host == shared.settings.registry.host {
+                shared
+                    .settings
+                    .registry_options
+                    .username
+                    .clone()
+                    .zip(shared.settings.registry_options.password.clone())
+            } else {
+                crate::creds::login_for(&host, &shared.settings.registry.host)
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(registry = %host, error = %e, "no login for the parent's registry");
+                        None
+                    })
+            };
             shared.engine.pull(&from, credentials, &mut on_line).await
         }
         Err(e) => Err(e),

@@ -30,6 +30,10 @@ pub enum CaError {
     },
     #[error("the build CA bundle {path} holds no PEM certificate")]
     NotPem { path: PathBuf },
+    #[error(
+        "the build CA bundle {path} holds a private key; give a file with the certificates only (every build container could read it)"
+    )]
+    PrivateKey { path: PathBuf },
     #[error("the engine's bridge network has no gateway address to serve the build CA bundle on")]
     NoGateway,
     #[error(transparent)]
@@ -61,13 +65,22 @@ impl CaServer {
                 path: bundle.to_path_buf(),
             });
         }
+        if pem.windows(11).any(|w| w == b"PRIVATE KEY") {
+            return Err(CaError::PrivateKey {
+                path: bundle.to_path_buf(),
+            });
+        }
         let gateway = engine.bridge_gateway().await?.ok_or(CaError::NoGateway)?;
         CaServer::serve(&gateway, port, pem).await
     }
 
     /// Serve `pem` on `host:port` (port 0: any free one).
     pub async fn serve(host: &str, port: u16, pem: Vec<u8>) -> Result<CaServer, CaError> {
-        let addr = format!("{host}:{port}");
+        // `SocketAddr` brackets an IPv6 gateway (`[fd00::1]:7519`).
+        let addr = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port).to_string(),
+            Err(_) => format!("{host}:{port}"),
+        };
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| CaError::Bind {
@@ -83,8 +96,14 @@ impl CaServer {
         let pem = Arc::new(pem);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut socket, peer)) = listener.accept().await else {
-                    continue;
+                let (mut socket, peer) = match listener.accept().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off, never spin.
+                        tracing::warn!(error = %e, "build CA server: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        continue;
+                    }
                 };
                 let pem = Arc::clone(&pem);
                 tokio::spawn(async move {
@@ -92,9 +111,13 @@ impl CaServer {
                     let mut buf = [0u8; 1024];
                     // Read the request head (bounded); the body is never used.
                     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        let read = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            socket.read(&mut buf),
+                        );
+                        match read.await {
+                            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                            Ok(Ok(n)) => request.extend_from_slice(&buf[..n]),
                         }
                     }
                     let first = request.split(|&b| b == b'\n').next().unwrap_or_default();

@@ -110,6 +110,19 @@ pub struct Lookup {
     pub path: Option<std::ffi::OsString>,
 }
 
+/// The login for `host` as a user name and password: the environment's
+/// `LABFORGE_REGISTRY_*` only when `host` is `target` (the registry images
+/// are pushed to), Docker's config.json (and its helpers) for every host. A
+/// login is never sent to a registry it was not given for.
+pub fn login_for(host: &str, target: &str) -> Result<Option<(String, String)>, CredsError> {
+    let mut lookup = Lookup::from_env();
+    if host != target {
+        lookup.username = None;
+        lookup.password = None;
+    }
+    Ok(lookup.credentials(host)?.map(|c| c.login()))
+}
+
 impl Lookup {
     /// From the process environment: the two variables, `DOCKER_CONFIG`
     /// (else `$HOME/.docker`) and `PATH`.

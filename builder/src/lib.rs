@@ -68,7 +68,9 @@ pub enum ResolveError {
         "base {base}: {reference} is not in its registry; push it there, pin it with @sha256:…, or map it to one that is (--base-map)"
     )]
     Missing { base: String, reference: String },
-    #[error("base {base}: cannot resolve {reference}: {error}")]
+    #[error(
+        "base {base}: cannot resolve {reference} to a digest: {error} (check the network and that registry's login, or map the base with --base-map)"
+    )]
     Registry {
         base: String,
         reference: String,
@@ -82,16 +84,25 @@ pub enum ResolveError {
 /// moved upstream tag rebuilds everything on it. Returns that environment
 /// and base reference → pinned reference. One manifest HEAD per base; bases
 /// already pinned by digest cost nothing.
+///
+/// `only` limits it to the bases of those images (indexes into the catalog);
+/// `login` gives the login for a base registry's host (see
+/// [`creds::login_for`]): `options` carries none, so that the target
+/// registry's login never reaches another registry.
 pub async fn resolve_bases(
     analyzed: &Analyzed,
     env: &BuildEnv,
     options: RegistryOptions,
+    only: Option<&[usize]>,
+    login: &(dyn Fn(&str) -> Option<(String, String)> + Sync),
 ) -> Result<(BuildEnv, BTreeMap<String, String>), ResolveError> {
     let used: std::collections::BTreeSet<&str> = analyzed
         .catalog
         .images
         .iter()
-        .filter_map(|i| match &i.parent {
+        .enumerate()
+        .filter(|(i, _)| only.is_none_or(|o| o.contains(i)))
+        .filter_map(|(_, i)| match &i.parent {
             labforge_core::catalog::ParentRef::Base(b) => Some(b.as_str()),
             labforge_core::catalog::ParentRef::Image(_) => None,
         })
@@ -121,18 +132,35 @@ pub async fn resolve_bases(
         };
         wanted.push((name.clone(), base.image.clone(), reference));
     }
-    let hosts: Vec<&str> = wanted.iter().map(|w| w.2.registry.as_str()).collect();
-    if !wanted.is_empty() {
-        let client = Arc::new(RegistryClient::new(options, &hosts).map_err(|error| {
-            ResolveError::Registry {
-                base: wanted[0].0.clone(),
-                reference: wanted[0].2.to_string(),
+    // One client per registry host, each with that host's own login.
+    let hosts: std::collections::BTreeSet<String> =
+        wanted.iter().map(|w| w.2.registry.clone()).collect();
+    let mut answers = Vec::new();
+    for host in hosts {
+        let group: Vec<&(String, String, ImageRef)> =
+            wanted.iter().filter(|w| w.2.registry == host).collect();
+        let (username, password) = login(&host).unzip();
+        let client = Arc::new(
+            RegistryClient::new(
+                RegistryOptions {
+                    username,
+                    password,
+                    ..options.clone()
+                },
+                &[host.as_str()],
+            )
+            .map_err(|error| ResolveError::Registry {
+                base: group[0].0.clone(),
+                reference: group[0].2.to_string(),
                 error,
-            }
-        })?);
-        let refs: Vec<ImageRef> = wanted.iter().map(|w| w.2.clone()).collect();
-        let answers = client.presence(&refs, refs.len()).await;
-        for ((name, original, reference), answer) in wanted.into_iter().zip(answers) {
+            })?,
+        );
+        let refs: Vec<ImageRef> = group.iter().map(|w| w.2.clone()).collect();
+        let found = client.presence(&refs, refs.len()).await;
+        answers.extend(group.into_iter().cloned().zip(found));
+    }
+    {
+        for ((name, original, reference), answer) in answers {
             let mapped = env.base_map.apply(&original).to_string();
             match answer {
                 Ok(Some(digest)) => {
