@@ -4,7 +4,7 @@
 # labforge.local.toml build`), so the run must make zero engine calls and
 # finish in under a second. The engine address is made unusable
 # (DOCKER_HOST=unix:///nonexistent) so that any engine call would fail the
-# run. Side by side: `skopeo inspect` of the same 14 content tags, one after
+# run. Side by side: `skopeo inspect` of the same content tags, one after
 # another (what a shell script around the registry would do).
 #
 #   bash benches/build-noop.sh        # as root, after scripts/services.sh
@@ -18,9 +18,11 @@ cargo build --release --locked -q
 labforge=$PWD/target/release/labforge
 config=(--config labforge.local.toml)
 runs=${BENCH_RUNS:-10}
+# BENCH_BUILD_IMAGES="a b c" limits the run to those images (default: all).
+read -r -a selection <<<"${BENCH_BUILD_IMAGES:-}"
 
 # The run must find everything and not touch the engine.
-summary=$(DOCKER_HOST=unix:///nonexistent/docker.sock "$labforge" "${config[@]}" build --json 2>/dev/null) || {
+summary=$(DOCKER_HOST=unix:///nonexistent/docker.sock "$labforge" "${config[@]}" build --json "${selection[@]}" 2>/dev/null) || {
     echo "the no-op build failed: is every image built? run: $labforge ${config[*]} build" >&2
     exit 1
 }
@@ -34,10 +36,10 @@ refs=$(jq -r '.images[] | "\(.repository):\(.content_tag)"' <<<"$summary")
 printf '%s\n' "$refs" > /tmp/labforge-noop-refs.txt
 
 hyperfine -N --warmup 2 --runs "$runs" --export-markdown /tmp/labforge-noop.md \
-    -n "labforge build (no-op, 14 images)" \
-    "env DOCKER_HOST=unix:///nonexistent/docker.sock $labforge ${config[*]} build --json" \
-    -n "skopeo inspect x14 (sequential)" \
+    -n "labforge build (no-op, $images images)" \
+    "env DOCKER_HOST=unix:///nonexistent/docker.sock $labforge ${config[*]} build --json ${selection[*]}" \
+    -n "skopeo inspect x$images (sequential)" \
     "bash -c 'while read -r r; do skopeo inspect --tls-verify=false --raw docker://\$r >/dev/null; done < /tmp/labforge-noop-refs.txt'"
 cat /tmp/labforge-noop.md
-/usr/bin/time -v env DOCKER_HOST=unix:///nonexistent/docker.sock "$labforge" "${config[@]}" build --json 2>&1 >/dev/null \
+/usr/bin/time -v env DOCKER_HOST=unix:///nonexistent/docker.sock "$labforge" "${config[@]}" build --json "${selection[@]}" 2>&1 >/dev/null \
     | grep -E "Maximum resident|Elapsed"
