@@ -5,6 +5,9 @@
 //! missing engine or registry fails these tests; they are never skipped.
 //! Every test tags its images uniquely and removes them, also when it fails.
 
+mod common;
+use common::Images;
+
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,42 +50,6 @@ fn unique(what: &str) -> String {
 
 fn unique_tag(what: &str) -> String {
     format!("labforge-it/buildkit-{}:t", unique(what))
-}
-
-/// Removes the listed images when dropped, newest first, even after a panic
-/// (from a thread of its own with a fresh runtime and connection).
-#[derive(Default)]
-struct Images(Vec<String>);
-
-impl Images {
-    fn add(&mut self, reference: &str) {
-        self.0.push(reference.to_string());
-    }
-}
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        let references = std::mem::take(&mut self.0);
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                let Ok(engine) = Engine::connect().await else {
-                    return;
-                };
-                for r in references.iter().rev() {
-                    if let Err(e) = engine.remove_image(r).await {
-                        eprintln!("cleanup: {}", labforge_core::error_chain(&e));
-                    }
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
 }
 
 fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {

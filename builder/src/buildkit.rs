@@ -156,16 +156,7 @@ pub async fn build(
     on_line: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Built, EngineError> {
     let tar = context_tar(req.dockerfile, req.context)?;
-    let build_args: HashMap<&str, &str> = req
-        .build_args
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let labels: HashMap<&str, &str> = req
-        .labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let (build_args, labels) = req.option_maps();
     let session = session_id();
     let options = BuildImageOptionsBuilder::new()
         .dockerfile(DOCKERFILE)

@@ -98,6 +98,17 @@ pub struct BuildRequest<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
+impl BuildRequest<'_> {
+    /// Build arguments and labels as the build options take them (shared by
+    /// the classic builder and BuildKit).
+    pub(crate) fn option_maps(&self) -> (HashMap<&str, &str>, HashMap<&str, &str>) {
+        fn map(m: &BTreeMap<String, String>) -> HashMap<&str, &str> {
+            m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        }
+        (map(self.build_args), map(self.labels))
+    }
+}
+
 /// A finished build.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -232,16 +243,7 @@ impl Engine {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Built, EngineError> {
         let tar = context_tar(req.dockerfile, req.context)?;
-        let build_args: HashMap<&str, &str> = req
-            .build_args
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let labels: HashMap<&str, &str> = req
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let (build_args, labels) = req.option_maps();
         let options = BuildImageOptionsBuilder::new()
             .dockerfile(DOCKERFILE)
             .t(req.tag)

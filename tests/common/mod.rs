@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+
+use labforge_builder::engine::Engine;
 use std::process::{Command, Output};
 
 /// Copy a folder tree (a sample project or the shipped catalog).
@@ -31,4 +33,41 @@ pub fn docker(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Removes the listed engine images when dropped, newest first, even after a
+/// panic: from a thread of its own with a fresh runtime and connection, since
+/// the test's runtime may be unwinding.
+#[derive(Default)]
+pub struct Images(Vec<String>);
+
+impl Images {
+    pub fn add(&mut self, reference: &str) {
+        self.0.push(reference.to_string());
+    }
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        let references = std::mem::take(&mut self.0);
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(engine) = Engine::connect().await else {
+                    return;
+                };
+                for r in references.iter().rev() {
+                    if let Err(e) = engine.remove_image(r).await {
+                        eprintln!("cleanup: {}", labforge_core::error_chain(&e));
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
 }
