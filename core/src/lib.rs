@@ -13,6 +13,7 @@ pub mod identity;
 mod par;
 pub mod plan;
 pub mod render;
+pub mod scan;
 pub mod yaml;
 
 use std::fmt;
