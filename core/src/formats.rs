@@ -393,6 +393,38 @@ pub fn oci_label_key(s: &str) -> Result<(), String> {
     }
 }
 
+/// An advisory id as waivers name it: `CVE-2024-1234`, `GHSA-xxxx-xxxx-xxxx`,
+/// `PYSEC-2021-66`, `DSA-5678-1`, `USN-6000-1`, `OSV-2020-111`.
+pub fn advisory_id(s: &str) -> Result<(), String> {
+    let ok = (3..=64).contains(&s.len())
+        && s.split_once('-').is_some_and(|(prefix, rest)| {
+            !prefix.is_empty()
+                && prefix.chars().all(|c| c.is_ascii_uppercase())
+                && !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("is not an advisory id (e.g. CVE-2024-1234, GHSA-xxxx-xxxx-xxxx, PYSEC-2021-66)".into())
+    }
+}
+
+/// A package name as an image has it installed (dpkg, PyPI or conda name).
+pub fn package_token(s: &str) -> Result<(), String> {
+    let ok = (1..=128).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a package name (letters, digits, and - _ . +)".into())
+    }
+}
+
 pub fn github_login(s: &str) -> Result<(), String> {
     if GITHUB_LOGIN.is_match(s) {
         Ok(())

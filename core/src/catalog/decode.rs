@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::formats;
+use crate::scan::Severity;
+use crate::scan::policy::{Date, Policy, PolicyOverride, Waiver};
 use crate::yaml::{Kind, MapReader, Node, Pos, Reader, Spanned, index, join};
 
 use super::model::{
@@ -61,6 +63,8 @@ pub struct ImageFile {
     pub issue: Option<u64>,
     /// Whether the builder's default server test (`/api` answers) runs.
     pub server_test: bool,
+    /// What the image changes in the catalog-wide scan policy.
+    pub scan: PolicyOverride,
     pub pos: Pos,
 }
 
@@ -72,6 +76,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "code_server",
     "bases",
     "defaults",
+    "scan",
 ];
 const IMAGE_KEYS: &[&str] = &[
     "name",
@@ -92,6 +97,7 @@ const IMAGE_KEYS: &[&str] = &[
     "owners",
     "issue",
     "server_test",
+    "scan",
 ];
 const VARIANT_KEYS: &[&str] = &[
     "label",
@@ -182,6 +188,10 @@ pub fn settings(r: &mut Reader<'_>, root: &Node) -> Option<Settings> {
         Some(n) => defaults(r, n),
         None => (ProfileFields::default(), GpuPool::default()),
     };
+    let scan = m
+        .get("scan")
+        .map(|n| Policy::default().with(&scan_policy(r, n, "scan")))
+        .unwrap_or_default();
     m.finish(r, SETTINGS_KEYS);
     Some(Settings {
         registry,
@@ -192,6 +202,7 @@ pub fn settings(r: &mut Reader<'_>, root: &Node) -> Option<Settings> {
         bases,
         default_profile,
         gpu_pool,
+        scan,
     })
 }
 
@@ -370,6 +381,10 @@ pub fn image_file(r: &mut Reader<'_>, root: &Node) -> Option<ImageFile> {
         .get("server_test")
         .and_then(|n| r.bool(n, "server_test"))
         .unwrap_or(true);
+    let scan = m
+        .get("scan")
+        .map(|n| scan_policy(r, n, "scan"))
+        .unwrap_or_default();
     let pos = m.pos;
     m.finish(r, IMAGE_KEYS);
     Some(ImageFile {
@@ -383,8 +398,107 @@ pub fn image_file(r: &mut Reader<'_>, root: &Node) -> Option<ImageFile> {
         owners,
         issue,
         server_test,
+        scan,
         pos,
     })
+}
+
+/// Most waivers a catalog may carry: each one is an accepted risk someone
+/// has to review.
+const MAX_WAIVERS: usize = 200;
+
+/// A `scan:` block: the catalog-wide policy in `catalog.yaml`, or what one
+/// image changes in it.
+fn scan_policy(r: &mut Reader<'_>, node: &Node, path: &str) -> PolicyOverride {
+    let Some(mut m) = r.map(node, path) else {
+        return PolicyOverride::default();
+    };
+    let severity = |r: &mut Reader<'_>, m: &mut MapReader<'_>, key: &str| {
+        let n = m.get(key)?;
+        let text = r.line(n, &m.at(key))?;
+        match Severity::parse(&text) {
+            Some(s) if s != Severity::Unknown => Some(s),
+            _ => {
+                r.error(
+                    n.pos,
+                    &m.at(key),
+                    format!("{text:?} is not a severity (low, medium, high or critical)"),
+                );
+                None
+            }
+        }
+    };
+    let threshold = severity(r, &mut m, "severity");
+    let unknown_severity = severity(r, &mut m, "unknown_severity");
+    let fixed_only = m
+        .get("fixed_only")
+        .and_then(|n| r.bool(n, &m.at("fixed_only")));
+    let mut waivers = Vec::new();
+    if let Some(n) = m.get("waivers") {
+        let list_path = m.at("waivers");
+        if let Some(items) = r.seq(n, &list_path)
+            && items.len() > MAX_WAIVERS
+        {
+            r.error(
+                n.pos,
+                &list_path,
+                format!("{} waivers, at most {MAX_WAIVERS} are allowed", items.len()),
+            );
+        }
+        for (_, _, mut wm) in r.map_list(n, &list_path) {
+            let id = wm
+                .require(r, "id")
+                .and_then(|n| r.token(n, &wm.at("id"), formats::advisory_id));
+            let reason = wm
+                .require(r, "reason")
+                .and_then(|n| r.line(n, &wm.at("reason")));
+            let approved_by = wm
+                .require(r, "approved_by")
+                .and_then(|n| r.line(n, &wm.at("approved_by")));
+            let expires = wm.require(r, "expires").and_then(|n| {
+                let text = r.line(n, &wm.at("expires"))?;
+                match Date::parse(&text) {
+                    Ok(d) => Some(d),
+                    Err(why) => {
+                        r.error(n.pos, &wm.at("expires"), why);
+                        None
+                    }
+                }
+            });
+            let packages = wm
+                .get("packages")
+                .map(|n| r.token_list(n, &wm.at("packages"), MAX_ENTRIES, formats::package_token))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.value)
+                .collect();
+            if reason.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                r.error(wm.pos, &wm.at("reason"), "a waiver needs a reason");
+            }
+            wm.finish(r, &["id", "reason", "expires", "approved_by", "packages"]);
+            if let (Some(id), Some(reason), Some(expires), Some(approved_by)) =
+                (id, reason, expires, approved_by)
+            {
+                waivers.push(Waiver {
+                    id,
+                    packages,
+                    reason,
+                    expires,
+                    approved_by,
+                });
+            }
+        }
+    }
+    m.finish(
+        r,
+        &["severity", "fixed_only", "unknown_severity", "waivers"],
+    );
+    PolicyOverride {
+        severity: threshold,
+        fixed_only,
+        unknown_severity,
+        waivers,
+    }
 }
 
 fn template_name(s: &str) -> Result<(), String> {

@@ -444,6 +444,7 @@ fn merge(
         owners: f.owners.clone(),
         issue: f.issue,
         server_test: f.server_test,
+        scan: settings.scan.with(&f.scan),
     })
 }
 

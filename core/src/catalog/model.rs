@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::scan::policy::Policy;
 use crate::yaml::{Pos, Spanned};
 
 /// The text of one catalog file and the name it is reported under.
@@ -107,6 +108,8 @@ pub struct Settings {
     pub bases: BTreeMap<String, Base>,
     pub default_profile: ProfileFields,
     pub gpu_pool: GpuPool,
+    /// The scan policy every image is judged by (`scan:`), unless it overrides it.
+    pub scan: Policy,
 }
 
 /// What an image is built on.
@@ -273,6 +276,9 @@ pub struct Image {
     /// The builder also starts the Jupyter server and checks that `/api`
     /// answers (true unless the image file says `server_test: false`).
     pub server_test: bool,
+    /// The scan policy for this image: the catalog's, with the image's
+    /// `scan:` overrides and waivers applied.
+    pub scan: Policy,
 }
 
 /// A validated, expanded catalog.

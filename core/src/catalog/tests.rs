@@ -576,3 +576,49 @@ fn default_on_a_variant_that_is_not_the_default_variant() {
         ],
     );
 }
+
+#[test]
+fn scan_policy_defaults_overrides_and_waivers() {
+    use crate::scan::Severity;
+    let settings = format!(
+        "{SETTINGS}scan:\n  severity: critical\n  waivers:\n    - id: CVE-2024-0001\n      reason: only reachable with a local shell\n      expires: 2027-01-31\n      approved_by: alice\n"
+    );
+    let image = "name: strict\ntemplate: t.Dockerfile.tera\nparent: base\nscan:\n  severity: medium\n  fixed_only: false\n  waivers:\n    - id: PYSEC-2021-66\n      packages: [jinja2]\n      reason: templates are not user input here\n      expires: 2026-12-31\n      approved_by: bob\n";
+    let c = load(&sources(
+        &settings,
+        &[("base", BASE_IMAGE), ("strict", image)],
+    ))
+    .expect("valid");
+    let base = c.image("base").expect("base");
+    assert_eq!(base.scan.severity, Severity::Critical);
+    assert!(base.scan.fixed_only, "the default");
+    assert_eq!(base.scan.unknown_severity, Severity::High, "the default");
+    assert_eq!(base.scan.waivers.len(), 1);
+    let strict = c.image("strict").expect("strict");
+    assert_eq!(strict.scan.severity, Severity::Medium);
+    assert!(!strict.scan.fixed_only);
+    let ids: Vec<&str> = strict.scan.waivers.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, ["CVE-2024-0001", "PYSEC-2021-66"]);
+    assert_eq!(strict.scan.waivers[1].packages, ["jinja2"]);
+    assert_eq!(strict.scan.waivers[1].expires.to_string(), "2026-12-31");
+
+    // No `scan:` anywhere: the built-in default policy.
+    let c = load(&sources(SETTINGS, &[("base", BASE_IMAGE)])).expect("valid");
+    assert_eq!(c.images[0].scan, crate::scan::policy::Policy::default());
+}
+
+#[test]
+fn bad_scan_policy() {
+    check_image(
+        "lax",
+        "name: lax\ntemplate: t.Dockerfile.tera\nparent: base\nscan:\n  severity: severe\n  fixed_only: maybe\n  waivers:\n    - id: not an id\n      reason: because\n      expires: 2027-02-30\n      approved_by: carol\n    - id: CVE-2024-1\n      expires: 2027-01-01\n",
+        &[
+            r#"catalog/images/lax.yaml:5:13: scan.severity: "severe" is not a severity (low, medium, high or critical)"#,
+            "catalog/images/lax.yaml:6:15: scan.fixed_only: expected true or false",
+            r#"catalog/images/lax.yaml:8:11: scan.waivers[0].id: "not an id" is not an advisory id"#,
+            r#"catalog/images/lax.yaml:10:16: scan.waivers[0].expires: "2027-02-30" is not a day of the calendar"#,
+            r#"catalog/images/lax.yaml:12:7: scan.waivers[1]: missing required key "approved_by""#,
+            r#"catalog/images/lax.yaml:12:7: scan.waivers[1]: missing required key "reason""#,
+        ],
+    );
+}

@@ -29,6 +29,9 @@ pub enum PackageKind {
     Pypi,
     /// A conda package from a `conda-meta/*.json` (`pkg:conda/<name>@<version>`).
     Conda,
+    /// A package type labforge does not inventory (npm, jar, Go binaries, …)
+    /// that an outside scanner reported a finding in.
+    Other,
 }
 
 impl PackageKind {
@@ -37,6 +40,7 @@ impl PackageKind {
             PackageKind::Deb => "deb",
             PackageKind::Pypi => "pypi",
             PackageKind::Conda => "conda",
+            PackageKind::Other => "other",
         }
     }
 }
