@@ -40,10 +40,21 @@ step "labforge render --out .labforge/render"
 step "labforge plan (registry ${LABFORGE_TEST_REGISTRY}/labforge)"
 "$labforge" "${config[@]}" plan
 
-step "labforge build notebook-minimal-cpu notebook-scipy-cpu (build, smoke-test, push)"
+step "labforge build notebook-minimal-cpu notebook-scipy-cpu (build, smoke-test, push, scan, publish)"
 "$labforge" "${config[@]}" build notebook-minimal-cpu notebook-scipy-cpu
 
 step "labforge status"
 "$labforge" "${config[@]}" status
+
+step "labforge scan notebook-minimal-cpu notebook-scipy-cpu (rescan what is in the registry against today's advisories)"
+"$labforge" "${config[@]}" scan notebook-minimal-cpu notebook-scipy-cpu
+
+step "labforge scan-report notebook-minimal-cpu (the report attached to the published digest)"
+"$labforge" "${config[@]}" scan-report notebook-minimal-cpu
+
+step "labforge sbom notebook-minimal-cpu --table (the SBOM attached to it; first lines)"
+"$labforge" "${config[@]}" sbom notebook-minimal-cpu --table > .labforge/sbom.txt
+head -n 15 .labforge/sbom.txt
+echo "… $(($(wc -l < .labforge/sbom.txt) - 1)) packages in all (.labforge/sbom.txt)"
 
 printf '\n[quickstart] done: contexts in .labforge/render/, images in %s/labforge/notebook, build logs in .labforge/state/logs/.\n' "${LABFORGE_TEST_REGISTRY}"

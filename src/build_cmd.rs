@@ -52,6 +52,74 @@ pub struct BuildArgs {
 }
 
 #[derive(Args)]
+pub struct ScanArgs {
+    /// Scan these images (a concrete name, or an image file's name for all
+    /// its variants); default: the whole catalog
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Registry the images are in, HOST[:PORT][/PREFIX], instead of the catalog's
+    #[arg(long, env = "LABFORGE_REGISTRY", value_name = "TARGET")]
+    pub registry: Option<String>,
+    /// State folder or postgres:// URL [default: configuration `state`, else .labforge/state]
+    #[arg(long, env = "LABFORGE_STATE", value_name = "DIR|URL")]
+    pub state: Option<String>,
+    /// Print the outcomes as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `labforge scan`: the images in the registry, scanned again.
+pub async fn rescan(args: &ScanArgs, input: BuildInputs<'_>) -> Result<ExitCode> {
+    let config = input.config;
+    let location = state_location(args.state.as_ref(), config);
+    let store = StateStore::open(&location).await?;
+    let settings = BuildSettings {
+        registry: input.registry,
+        registry_options: input.options,
+        jobs: config.jobs.unwrap_or(2).max(1),
+        selection: args.images.clone(),
+        state_dir: state_dir(&location),
+        ca_bundle: None,
+        ca_port: config.build.ca_port.unwrap_or(7519),
+        gpu: false,
+        builder: build::Builder::Auto,
+        compression: Compression::Gzip,
+        push_retries: config.build.push_retries.unwrap_or(5),
+        date: today(),
+        run_id: state::new_run_id(),
+        build_args: config.build_args.clone(),
+        stand_ins: input.stand_ins,
+        scan: config.scan.clone(),
+    };
+    let started = std::time::Instant::now();
+    let run_id = settings.run_id.clone();
+    let registry = format!("{}/{}", settings.registry.host, settings.registry.prefix);
+    let reporter: Arc<dyn Reporter> = Arc::new(PlainReporter);
+    let rescanned =
+        labforge_builder::rescan::rescan(input.analyzed, settings, &store, reporter).await;
+    store.close().await;
+    let rescanned = rescanned?;
+    let summary = Summary {
+        run_id,
+        registry,
+        images: rescanned.outcomes,
+        engine_used: rescanned.engine_used,
+        registry_requests: rescanned.registry_requests,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(if summary.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[derive(Args)]
 pub struct StateArgs {
     /// State folder or postgres:// URL [default: configuration `state`, else .labforge/state]
     #[arg(long, env = "LABFORGE_STATE", value_name = "DIR|URL")]
@@ -122,6 +190,7 @@ pub async fn build(args: &BuildArgs, input: BuildInputs<'_>) -> Result<ExitCode>
         run_id: state::new_run_id(),
         build_args: config.build_args.clone(),
         stand_ins: input.stand_ins,
+        scan: input.config.scan.clone(),
     };
     let reporter: Arc<dyn Reporter> = if std::io::stderr().is_terminal() {
         Arc::new(TerminalReporter::new())
@@ -156,23 +225,27 @@ fn print_summary(summary: &Summary) {
                 o.content_tag.clone(),
                 o.digest.as_deref().map_or("-".into(), short_digest),
                 tests_cell(o),
+                scan_cell(o),
                 seconds(o.stages.values().sum()),
                 o.reason.clone(),
             ]
         })
         .collect();
     crate::print_table(
-        &["IMAGE", "RESULT", "TAG", "DIGEST", "TESTS", "TIME", "WHY"],
+        &[
+            "IMAGE", "RESULT", "TAG", "DIGEST", "TESTS", "SCAN", "TIME", "WHY",
+        ],
         rows,
     );
     let count = |r: state::BuildResult| summary.images.iter().filter(|o| o.result == r).count();
     println!();
     println!(
-        "{} images: {} built, {} already present, {} failed, {} blocked, in {} (registry {}, run {}{})",
+        "{} images: {} built, {} already present, {} failed, {} rejected by the scan policy, {} blocked, in {} (registry {}, run {}{})",
         summary.images.len(),
         count(state::BuildResult::Built),
         count(state::BuildResult::Present),
         count(state::BuildResult::Failed),
+        count(state::BuildResult::Rejected),
         count(state::BuildResult::Blocked),
         seconds(summary.duration_ms),
         summary.registry,
@@ -183,11 +256,40 @@ fn print_summary(summary: &Summary) {
             "; nothing to build, the engine was not contacted"
         },
     );
-    for o in summary
-        .images
-        .iter()
-        .filter(|o| o.result == state::BuildResult::Failed)
-    {
+    for o in summary.images.iter().filter(|o| {
+        matches!(
+            o.result,
+            state::BuildResult::Failed | state::BuildResult::Rejected
+        )
+    }) {
+        if let Some(scan) = o.scan.as_ref().filter(|s| !s.reasons.is_empty()) {
+            println!();
+            println!(
+                "{} was rejected by the scan policy ({}); `labforge scan-report {}@{}` shows every finding:",
+                o.image,
+                scan.summary,
+                o.image,
+                o.digest.as_deref().unwrap_or("-")
+            );
+            for r in &scan.reasons {
+                println!("  | {r}");
+            }
+            if scan
+                .reasons
+                .iter()
+                .any(|r| r.contains("scanner did not finish"))
+            {
+                println!(
+                    "  a scanner did not finish: fix it (see [scan] in labforge.toml), then `labforge scan {}` scans the same digest again",
+                    o.image
+                );
+            } else {
+                println!(
+                    "  fix the package versions, or add a waiver (id, reason, expires, approved_by) under `scan:` in its catalog file"
+                );
+            }
+            continue;
+        }
         println!();
         println!("{} failed: {}", o.image, o.reason);
         for l in &o.tail {
@@ -195,6 +297,22 @@ fn print_summary(summary: &Summary) {
         }
         if let Some(log) = &o.log {
             println!("  full log: {}", log.display());
+        }
+    }
+}
+
+fn scan_cell(o: &Outcome) -> String {
+    match &o.scan {
+        None => "-".into(),
+        Some(s) => {
+            let verdict = match s.verdict {
+                labforge_core::scan::policy::Verdict::Pass => "pass",
+                labforge_core::scan::policy::Verdict::Fail => "FAIL",
+            };
+            format!(
+                "{verdict} ({}C {}H, {} blocking)",
+                s.summary.critical, s.summary.high, s.summary.blocking
+            )
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod build_cmd;
 mod push_cmd;
+mod scan_cmd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -138,6 +139,39 @@ enum Command {
     /// LABFORGE_REGISTRY_PASSWORD, else Docker's config.json (auths,
     /// credHelpers, credsStore).
     Push(push_cmd::PushArgs),
+    /// Scan the images in the registry again, without rebuilding them
+    ///
+    /// For today's advisories, or for images pushed before the scan gate.
+    /// Each image's current content tag is pulled into the engine if needed,
+    /// inventoried and scanned like a fresh build; a new SBOM and report are
+    /// attached; a pass publishes it (moving tags), a fail records it as not
+    /// published so the hub stops offering it. Exits 1 if any is rejected.
+    Scan {
+        #[command(flatten)]
+        args: build_cmd::ScanArgs,
+        #[command(flatten)]
+        bases: BaseMapArgs,
+    },
+    /// Print the CycloneDX SBOM attached to an image in the registry
+    ///
+    /// `labforge build` makes an SBOM of every image it pushes (dpkg, Python
+    /// and conda packages read from the image's layers) and attaches it to
+    /// the image's digest as an OCI referrer (artifact type
+    /// application/vnd.cyclonedx+json). This prints it byte for byte, or as
+    /// a table. With --engine, makes one from a local engine image instead.
+    Sbom(scan_cmd::SbomArgs),
+    /// Show the scan report attached to an image: verdict, findings, policy
+    ///
+    /// Each finding with its package, installed and fixed version and what
+    /// the policy decided (blocking, below threshold, no fix yet, waived).
+    /// Exits 1 when the verdict is fail.
+    ScanReport(scan_cmd::ReportArgs),
+    /// Compare the packages of two versions of an image
+    ///
+    /// Reads the SBOMs attached to OLD and NEW and lists the packages added,
+    /// removed, upgraded and downgraded (versions compared the way dpkg and
+    /// pip order them).
+    Diff(scan_cmd::DiffArgs),
 }
 
 #[derive(Args)]
@@ -455,29 +489,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Build { args, bases } => {
-            let env = build_env(&ctx.config, bases)?;
-            let analyzed = match analyze(&ctx, &env, args.json)? {
-                Ok(a) => a,
-                Err(code) => return Ok(code),
-            };
-            let target = match args.registry.as_ref().or(ctx.config.registry.as_ref()) {
-                Some(t) => Registry::parse(t).map_err(anyhow::Error::msg)?,
-                None => analyzed.catalog.settings.registry.clone().context(
-                    "no registry to push to: set `registry` in catalog.yaml or labforge.toml, or pass --registry",
-                )?,
-            };
-            let options = registry_options(&ctx.config, Some(&target.host))?;
             let runtime = runtime()?;
-            let needed = labforge_builder::build::needed(&analyzed, &args.images)?;
-            let (pinned, _) = runtime.block_on(labforge_builder::resolve_bases(
-                &analyzed,
-                &env,
-                anonymous(&options),
-                Some(&needed),
-                &base_login(&target.host),
-            ))?;
-            let analyzed = match analyze(&ctx, &pinned, args.json)? {
-                Ok(a) => a,
+            let Pinned {
+                env,
+                analyzed,
+                target,
+                options,
+            } = match pinned_catalog(
+                &ctx,
+                bases,
+                args.registry.as_ref(),
+                &args.images,
+                args.json,
+                &runtime,
+            )? {
+                Ok(p) => p,
                 Err(code) => return Ok(code),
             };
             runtime.block_on(build_cmd::build(
@@ -501,7 +527,134 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { args } => runtime()?.block_on(build_cmd::status(args, &ctx.config)),
         Command::History { args } => runtime()?.block_on(build_cmd::history(args, &ctx.config)),
         Command::Push(args) => push_cmd::execute(args, &ctx.config),
+        Command::Scan { args, bases } => {
+            let runtime = runtime()?;
+            let Pinned {
+                analyzed,
+                target,
+                options,
+                ..
+            } = match pinned_catalog(
+                &ctx,
+                bases,
+                args.registry.as_ref(),
+                &args.images,
+                args.json,
+                &runtime,
+            )? {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            runtime.block_on(build_cmd::rescan(
+                args,
+                build_cmd::BuildInputs {
+                    config: &ctx.config,
+                    analyzed: &analyzed,
+                    registry: target,
+                    options,
+                    stand_ins: Default::default(),
+                },
+            ))
+        }
+        Command::Sbom(args) => {
+            let (analyzed, registry) = catalog_for_lookup(&ctx, args.image.registry.as_ref());
+            let catalog = scan_cmd::Catalog {
+                analyzed: analyzed.as_ref(),
+                options: registry_options(&ctx.config, registry.as_ref().map(|r| r.host.as_str()))?,
+                registry,
+            };
+            runtime()?.block_on(scan_cmd::sbom(args, &catalog))
+        }
+        Command::ScanReport(args) => {
+            let (analyzed, registry) = catalog_for_lookup(&ctx, args.image.registry.as_ref());
+            let catalog = scan_cmd::Catalog {
+                analyzed: analyzed.as_ref(),
+                options: registry_options(&ctx.config, registry.as_ref().map(|r| r.host.as_str()))?,
+                registry,
+            };
+            runtime()?.block_on(scan_cmd::scan_report(args, &catalog))
+        }
+        Command::Diff(args) => {
+            let (analyzed, registry) = catalog_for_lookup(&ctx, args.registry.as_ref());
+            let catalog = scan_cmd::Catalog {
+                analyzed: analyzed.as_ref(),
+                options: registry_options(&ctx.config, registry.as_ref().map(|r| r.host.as_str()))?,
+                registry,
+            };
+            runtime()?.block_on(scan_cmd::diff(args, &catalog))
+        }
     }
+}
+
+/// The catalog analysed with its bases pinned by digest, and the registry
+/// its images go to.
+struct Pinned {
+    env: BuildEnv,
+    analyzed: Analyzed,
+    target: Registry,
+    options: RegistryOptions,
+}
+
+/// Analyse the catalog, pick the target registry and pin the bases that
+/// `images` (all when empty) need; `Err(code)` when the catalog is invalid.
+fn pinned_catalog(
+    ctx: &Project,
+    bases: &BaseMapArgs,
+    registry: Option<&String>,
+    images: &[String],
+    json: bool,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Result<Pinned, ExitCode>> {
+    let env = build_env(&ctx.config, bases)?;
+    let analyzed = match analyze(ctx, &env, json)? {
+        Ok(a) => a,
+        Err(code) => return Ok(Err(code)),
+    };
+    let target = match registry.or(ctx.config.registry.as_ref()) {
+        Some(t) => Registry::parse(t).map_err(anyhow::Error::msg)?,
+        None => analyzed.catalog.settings.registry.clone().context(
+            "no registry: set `registry` in catalog.yaml or labforge.toml, or pass --registry",
+        )?,
+    };
+    let options = registry_options(&ctx.config, Some(&target.host))?;
+    let needed = labforge_builder::build::needed(&analyzed, images)?;
+    let (pinned, _) = runtime.block_on(labforge_builder::resolve_bases(
+        &analyzed,
+        &env,
+        anonymous(&options),
+        Some(&needed),
+        &base_login(&target.host),
+    ))?;
+    let analyzed = match analyze(ctx, &pinned, json)? {
+        Ok(a) => a,
+        Err(code) => return Ok(Err(code)),
+    };
+    Ok(Ok(Pinned {
+        env,
+        analyzed,
+        target,
+        options,
+    }))
+}
+
+/// The catalog (if it loads) and the registry its images are in, for
+/// commands that take a catalog image name or a full reference.
+fn catalog_for_lookup(
+    ctx: &Project,
+    registry: Option<&String>,
+) -> (Option<Analyzed>, Option<Registry>) {
+    let analyzed = labforge_builder::analyze(&ctx.layout, &BuildEnv::default())
+        .map_err(|e| tracing::info!(error = %e, "no catalog to look image names up in"))
+        .ok();
+    let registry = registry
+        .or(ctx.config.registry.as_ref())
+        .and_then(|t| Registry::parse(t).ok())
+        .or_else(|| {
+            analyzed
+                .as_ref()
+                .and_then(|a| a.catalog.settings.registry.clone())
+        });
+    (analyzed, registry)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -50,7 +50,12 @@ CODE_SERVER_URL = "none"
 
 [build]
 ca_bundle = "{ca}"
+
+[scan]
+scanners = ["osv"]
+osv_db = "{osv}"
 "#,
+        osv = root().join("tests/fixtures/osv").display(),
         catalog = root().join("catalog").display(),
         dockerfiles = root().join("dockerfiles").display(),
         state = dir.path().join("state").display(),
@@ -150,6 +155,87 @@ ca_bundle = "{ca}"
         !env.contains("ca.pem") && !env.contains("LABFORGE_BUILD_CA"),
         "{env}"
     );
+    // It passed the scan gate, and its SBOM, attached in the registry,
+    // lists what dpkg and pip inside the image say is installed.
+    assert_eq!(image["scan"]["verdict"], "pass", "{image:#}");
+    assert_eq!(image["scan"]["published"], true);
+    let out = Command::new(env!("CARGO_BIN_EXE_labforge"))
+        .args([
+            "--config",
+            &config_path.display().to_string(),
+            "sbom",
+            &format!("notebook-minimal-cpu@{digest}"),
+        ])
+        .output()
+        .expect("labforge runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sbom: Value = serde_json::from_slice(&out.stdout).expect("sbom json");
+    let components = sbom["components"].as_array().expect("components");
+    let kind_of = |c: &Value| {
+        c["properties"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "labforge:package:kind"))
+            .and_then(|p| p["value"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut debs: Vec<String> = components
+        .iter()
+        .filter(|c| kind_of(c) == "deb")
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["name"].as_str().unwrap_or_default(),
+                c["version"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    debs.sort();
+    debs.dedup();
+    let dpkg = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &reference,
+        "dpkg-query",
+        "-W",
+        "-f",
+        "${db:Status-Abbrev} ${Package} ${Version}\n",
+    ]);
+    let mut installed: Vec<String> = String::from_utf8_lossy(&dpkg.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("ii  "))
+        .map(str::to_string)
+        .collect();
+    installed.sort();
+    installed.dedup();
+    assert_eq!(
+        debs, installed,
+        "the SBOM's dpkg packages differ from dpkg-query's"
+    );
+    let lab = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &reference,
+        "python3",
+        "-c",
+        "import importlib.metadata as m; print(m.version('jupyterlab'))",
+    ]);
+    let lab_version = String::from_utf8_lossy(&lab.stdout).trim().to_string();
+    assert!(
+        components
+            .iter()
+            .any(|c| c["purl"] == format!("pkg:pypi/jupyterlab@{lab_version}")),
+        "the SBOM has no pkg:pypi/jupyterlab@{lab_version}"
+    );
+
     let tagged = format!(
         "{}:{}",
         image["repository"].as_str().unwrap_or_default(),

@@ -27,11 +27,17 @@ use labforge_core::plan::{Action, Presence};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::config::ScanConfig;
 use crate::engine::{BuildRequest, Engine, EngineError};
 use crate::push::{self, Compression, PushEvent, PushOptions};
 use crate::registry::{ImageRef, RegistryClient, RegistryError, RegistryOptions};
-use crate::state::{BuildRecord, BuildResult, StateError, StateStore, TestRecord, TestResult};
+use crate::scan::stage::{Scanners, StageError};
+use crate::scan::{self, referrers::Referrers, referrers::ReferrersError};
+use crate::state::{
+    BuildRecord, BuildResult, ScanRecord, StateError, StateStore, TestRecord, TestResult,
+};
 use crate::{PlanError, ca};
+use labforge_core::scan::policy::{self, Date, Policy, Report, Summary as ScanSummary, Verdict};
 
 /// The build argument that carries the URL of the build-time CA bundle.
 pub const CA_URL_ARG: &str = "LABFORGE_BUILD_CA_URL";
@@ -92,6 +98,8 @@ pub struct BuildSettings {
     pub build_args: BTreeMap<String, String>,
     /// Catalog base references that the base map replaced with a stand-in.
     pub stand_ins: BTreeSet<String>,
+    /// Which scanners judge each image before it gets its moving tags.
+    pub scan: ScanConfig,
 }
 
 /// Which of the engine's builders builds.
@@ -142,11 +150,47 @@ pub struct Outcome {
     pub log: Option<PathBuf>,
     /// Base reference → the digest it was built on.
     pub base_digests: BTreeMap<String, String>,
+    /// The scan gate's verdict on `digest` (none when it was not scanned).
+    pub scan: Option<ScanBrief>,
+    /// The documents to record with the scan.
+    #[serde(skip)]
+    pub scan_docs: Option<Arc<ScanDocs>>,
 }
 
 impl Outcome {
     pub fn ok(&self) -> bool {
         matches!(self.result, BuildResult::Built | BuildResult::Present)
+    }
+}
+
+/// The scan gate's verdict in short, for tables and `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanBrief {
+    pub verdict: Verdict,
+    pub summary: ScanSummary,
+    pub packages: usize,
+    /// Why it failed (blocking findings, scanners that did not finish).
+    pub reasons: Vec<String>,
+    /// The moving tags point at this digest.
+    pub published: bool,
+}
+
+/// The report and SBOM of a scan, as attached to the image.
+#[derive(Debug)]
+pub struct ScanDocs {
+    pub report: Vec<u8>,
+    pub sbom: Vec<u8>,
+}
+
+impl ScanBrief {
+    pub(crate) fn of(report: &Report, published: bool) -> ScanBrief {
+        ScanBrief {
+            verdict: report.verdict,
+            summary: report.summary.clone(),
+            packages: report.packages,
+            reasons: report.reasons.clone(),
+            published,
+        }
     }
 }
 
@@ -218,6 +262,22 @@ pub enum BuildError {
     },
     #[error("cannot set up the registry client: {0}")]
     Client(RegistryError),
+    #[error("the scan gate cannot start: {0}")]
+    Scan(Box<StageError>),
+    #[error("cannot set up the referrers client: {0}")]
+    Referrers(Box<ReferrersError>),
+}
+
+impl From<StageError> for BuildError {
+    fn from(e: StageError) -> BuildError {
+        BuildError::Scan(Box::new(e))
+    }
+}
+
+impl From<ReferrersError> for BuildError {
+    fn from(e: ReferrersError) -> BuildError {
+        BuildError::Referrers(Box::new(e))
+    }
 }
 
 /// One image to build, with everything its task needs.
@@ -237,6 +297,7 @@ struct Job {
     /// Built on a stand-in instead of its real base.
     stand_in: bool,
     moving_tags: Vec<String>,
+    policy: Policy,
     /// A base's pinned reference (for a catalog parent the scheduler passes the digest).
     base: Option<(String, String)>,
     reason: String,
@@ -252,6 +313,9 @@ struct Shared {
     ca_url: Option<String>,
     vscode: bool,
     buildkit: bool,
+    scanners: Scanners,
+    referrers: Referrers,
+    today: Date,
 }
 
 /// Run the build. `analyzed` must have been made with the settings' pinned
@@ -263,6 +327,7 @@ pub async fn build(
     reporter: Arc<dyn Reporter>,
 ) -> Result<Summary, BuildError> {
     let started = Instant::now();
+    scan::stage::check(&settings.scan)?;
     let catalog = &analyzed.catalog;
     let needed = needed(analyzed, &settings.selection)?;
     let registry = &settings.registry;
@@ -319,18 +384,14 @@ pub async fn build(
                     tests: Vec::new(),
                     log: None,
                     base_digests: base.into_iter().collect(),
+                    scan: None,
+                    scan_docs: None,
                 });
             }
             _ => {
                 let mut build_args = image.build_args.clone();
                 build_args.extend(settings.build_args.clone());
-                let mut moving_tags = vec![
-                    image.variant.clone(),
-                    format!("{}-{}", image.variant, settings.date),
-                ];
-                if image.default_variant {
-                    moving_tags.push("latest".into());
-                }
+                let moving_tags = moving_tags(image, &settings.date);
                 jobs.insert(
                     i,
                     Job {
@@ -354,6 +415,7 @@ pub async fn build(
                             .root_base(image)
                             .is_some_and(|b| settings.stand_ins.contains(&b.image)),
                         moving_tags,
+                        policy: image.scan.clone(),
                         base,
                         reason: if p.reasons.is_empty() {
                             "not in the registry".into()
@@ -363,6 +425,35 @@ pub async fn build(
                     },
                 );
             }
+        }
+    }
+    // Judge present images first, so that the children of one that is
+    // rejected now are not built.
+    let judged: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| {
+            outcomes[i]
+                .as_ref()
+                .is_some_and(|o| o.result == BuildResult::Present)
+        })
+        .collect();
+    regate(analyzed, &settings, store, &mut outcomes).await?;
+    // Images below one that is rejected (or failed) now are blocked before
+    // anything starts: a run that can build nothing needs no engine.
+    for i in analyzed.graph.order() {
+        let Some(parent) = analyzed.graph.parent[i] else {
+            continue;
+        };
+        if !jobs.contains_key(&i) {
+            continue;
+        }
+        let parent_outcome = match &outcomes[parent] {
+            Some(o) if !o.ok() => o.clone(),
+            _ => continue,
+        };
+        if let Some(job) = jobs.remove(&i) {
+            let o = blocked(&job, &parent_outcome);
+            record(store, &settings, &o).await?;
+            outcomes[i] = Some(o);
         }
     }
     reporter.event(Event::Planned {
@@ -396,6 +487,11 @@ pub async fn build(
             Builder::Classic => false,
         };
         tracing::info!(buildkit, "builder chosen");
+        let scan_config = settings.scan.clone();
+        let scanners = tokio::task::spawn_blocking(move || Scanners::from_config(&scan_config))
+            .await
+            .map_err(|e| BuildError::from(StageError::OsvLoad(e.to_string())))??;
+        let referrers = Referrers::new(&settings.registry.host, settings.registry_options.clone())?;
         let vscode = settings
             .build_args
             .get(CODE_SERVER_ARG)
@@ -409,6 +505,9 @@ pub async fn build(
             log_dir,
             vscode,
             buildkit,
+            scanners,
+            referrers,
+            today: today(),
         });
         schedule(analyzed, &shared, jobs, &mut outcomes, &mut digests, store).await?;
         drop(server);
@@ -416,23 +515,23 @@ pub async fn build(
 
     // Images that were present are recorded only when that is news (a
     // no-op run does not grow the history).
-    for o in outcomes.iter().flatten() {
-        if o.result == BuildResult::Present {
-            let known = store
-                .history(&o.image, 1)
-                .await
-                .map(|mut h| h.pop())
-                .map_err(|source| BuildError::Record {
-                    image: o.image.clone(),
-                    source,
-                })?;
-            if known.is_none_or(|k| {
-                k.digest != o.digest
-                    || k.hash != o.hash
-                    || k.result != BuildResult::Present && k.result != BuildResult::Built
-            }) {
-                record(store, &settings, o).await?;
-            }
+    let settled = |r: BuildResult| matches!(r, BuildResult::Built | BuildResult::Present);
+    for o in judged.iter().filter_map(|&i| outcomes[i].as_ref()) {
+        let known = store
+            .history(&o.image, 1)
+            .await
+            .map(|mut h| h.pop())
+            .map_err(|source| BuildError::Record {
+                image: o.image.clone(),
+                source,
+            })?;
+        let news = known.is_none_or(|k| {
+            k.digest != o.digest
+                || k.hash != o.hash
+                || !(k.result == o.result || settled(k.result) && settled(o.result))
+        });
+        if news || o.scan_docs.is_some() {
+            record(store, &settings, o).await?;
         }
     }
     let images: Vec<Outcome> = analyzed
@@ -645,6 +744,7 @@ fn blocked(job: &Job, parent: &Outcome) -> Outcome {
         parent.image,
         match parent.result {
             BuildResult::Blocked => "was not built",
+            BuildResult::Rejected => "was rejected by the scan policy",
             _ => "failed",
         }
     );
@@ -668,10 +768,12 @@ fn unstarted(job: &Job, result: BuildResult) -> Outcome {
         tests: Vec::new(),
         log: None,
         base_digests: BTreeMap::new(),
+        scan: None,
+        scan_docs: None,
     }
 }
 
-async fn record(
+pub(crate) async fn record(
     store: &StateStore,
     settings: &BuildSettings,
     o: &Outcome,
@@ -699,11 +801,35 @@ async fn record(
     store
         .record(&rec)
         .await
-        .map(|_| ())
         .map_err(|source| BuildError::Record {
             image: o.image.clone(),
             source,
-        })
+        })?;
+    if let (Some(docs), Some(brief), Some(digest)) = (&o.scan_docs, &o.scan, &o.digest) {
+        let scan = ScanRecord {
+            image: o.image.clone(),
+            repository: o.repository.clone(),
+            digest: digest.clone(),
+            hash: o.hash.clone(),
+            verdict: match brief.verdict {
+                Verdict::Pass => "pass".into(),
+                Verdict::Fail => "fail".into(),
+            },
+            published: brief.published,
+            summary: serde_json::to_value(&brief.summary).unwrap_or_default(),
+            report: String::from_utf8_lossy(&docs.report).into_owned(),
+            sbom: String::from_utf8_lossy(&docs.sbom).into_owned(),
+            created_at: now,
+        };
+        store
+            .record_scan(&scan)
+            .await
+            .map_err(|source| BuildError::Record {
+                image: o.image.clone(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// The log of one image's build, written as it goes.
@@ -774,6 +900,8 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
         tests: Vec::new(),
         log: Some(log_path(&log)),
         base_digests: job.base.iter().cloned().collect(),
+        scan: None,
+        scan_docs: None,
     };
     let line = {
         let log = Arc::clone(&log);
@@ -1017,11 +1145,10 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
         return outcome;
     }
 
-    // Push: the content tag first, then the moving tags.
+    // Push the content tag; the moving tags wait for the scan gate.
     stage("push");
     let t = Instant::now();
-    let mut tags = vec![job.content_tag.clone()];
-    tags.extend(job.moving_tags.iter().cloned());
+    let tags = vec![job.content_tag.clone()];
     let options = PushOptions {
         compression: shared.settings.compression,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -1045,20 +1172,347 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
     )
     .await;
     outcome.stages.insert("push".into(), millis(t.elapsed()));
-    match pushed {
+    let digest = match pushed {
         Ok(p) => {
-            outcome.digest = Some(p.digest);
+            outcome.digest = Some(p.digest.clone());
             outcome.tags = p.tags;
-            outcome.result = BuildResult::Built;
+            p.digest
         }
-        Err(e) => fail(
+        Err(e) => {
+            fail(
+                &mut outcome,
+                "push",
+                labforge_core::error_chain(&e),
+                Vec::new(),
+            );
+            return outcome;
+        }
+    };
+
+    // Scan: inventory, SBOM, scanners, policy; both documents attached.
+    stage("scan");
+    let t = Instant::now();
+    let created = crate::state::format_rfc3339(now_ms());
+    let repository = format!("{}/{}", job.repository.registry, job.repository.repository);
+    let say = {
+        let line = line.clone();
+        move |l: String| line(&format!("scan: {l}"))
+    };
+    let scanned = scan::stage::scan(
+        &shared.engine,
+        &shared.scanners,
+        &shared.referrers,
+        scan::stage::Target {
+            image: &job.name,
+            repository: &repository,
+            digest: &digest,
+            image_id: &built.image_id,
+            tags: tags.clone(),
+            policy: &job.policy,
+            created: &created,
+            today: shared.today,
+        },
+        &say,
+    )
+    .await;
+    outcome.stages.insert("scan".into(), millis(t.elapsed()));
+    let scanned = match scanned {
+        Ok(s) => s,
+        Err(e) => {
+            fail(
+                &mut outcome,
+                "scan",
+                format!(
+                    "{}; the image keeps only its content tag {}",
+                    labforge_core::error_chain(&e),
+                    job.content_tag
+                ),
+                Vec::new(),
+            );
+            return outcome;
+        }
+    };
+    let docs = Arc::new(ScanDocs {
+        report: scanned.report_json,
+        sbom: scanned.sbom,
+    });
+    outcome.scan_docs = Some(docs);
+    if let Some(e) = &scanned.attach_error {
+        // The verdict is recorded, but an image whose SBOM and report are
+        // not next to it in the registry is not published.
+        outcome.scan = Some(ScanBrief::of(&scanned.report, false));
+        fail(
             &mut outcome,
-            "push",
-            labforge_core::error_chain(&e),
+            "scan",
+            format!(
+                "{e}; the image keeps only its content tag {}",
+                job.content_tag
+            ),
             Vec::new(),
-        ),
+        );
+        return outcome;
+    }
+    if scanned.report.verdict == Verdict::Fail {
+        for r in &scanned.report.reasons {
+            line(&format!("scan: blocking: {r}"));
+        }
+        outcome.result = BuildResult::Rejected;
+        outcome.reason = format!(
+            "rejected by the scan policy ({}): {}; it keeps only its content tag {}",
+            scanned.report.summary,
+            first_reasons(&scanned.report.reasons),
+            job.content_tag
+        );
+        outcome.scan = Some(ScanBrief::of(&scanned.report, false));
+        return outcome;
+    }
+
+    // Publish: the moving tags.
+    let t = Instant::now();
+    let tagged = push::tag(
+        &shared.registry,
+        &job.repository,
+        &digest,
+        &job.moving_tags,
+        &options,
+        &progress,
+    )
+    .await;
+    outcome.stages.insert("tag".into(), millis(t.elapsed()));
+    match tagged {
+        Ok(moved) => {
+            outcome.tags.extend(moved);
+            outcome.result = BuildResult::Built;
+            outcome.scan = Some(ScanBrief::of(&scanned.report, true));
+        }
+        Err(e) => {
+            outcome.scan = Some(ScanBrief::of(&scanned.report, false));
+            fail(
+                &mut outcome,
+                "tag",
+                labforge_core::error_chain(&e),
+                Vec::new(),
+            );
+        }
     }
     outcome
+}
+
+/// The tags for humans that point at an image's published digest:
+/// `<variant>`, `<variant>-<date>`, and `latest` for the default variant.
+pub(crate) fn moving_tags(image: &labforge_core::catalog::Image, date: &str) -> Vec<String> {
+    let mut tags = vec![image.variant.clone(), format!("{}-{date}", image.variant)];
+    if image.default_variant {
+        tags.push("latest".into());
+    }
+    tags
+}
+
+/// At most three reasons, and how many more.
+fn first_reasons(reasons: &[String]) -> String {
+    let mut s = reasons
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if reasons.len() > 3 {
+        s.push_str(&format!("; and {} more", reasons.len() - 3));
+    }
+    s
+}
+
+/// Today's UTC date, for waiver expiry.
+pub(crate) fn today() -> Date {
+    Date::from_unix(now_ms() / 1000)
+}
+
+/// Present images are judged again before anything is built, from their
+/// stored scan, without the engine: under today's policy (a waiver added or
+/// expired, a threshold changed), with no engine call. One that passes now
+/// and was not published gets its moving tags and a new report; one that
+/// fails now is rejected (and its children are not built). A present image
+/// with no scan on record here is judged from the report attached to it in
+/// the registry; with none there either, or one that cannot be judged again
+/// (a scanner did not finish, other scanners), it is rejected until
+/// `labforge scan` scans it: fail closed.
+async fn regate(
+    analyzed: &Analyzed,
+    settings: &BuildSettings,
+    store: &StateStore,
+    outcomes: &mut [Option<Outcome>],
+) -> Result<(), BuildError> {
+    let mut clients: Option<(RegistryClient, Referrers)> = None;
+    for (i, slot) in outcomes.iter_mut().enumerate() {
+        let Some(o) = slot else { continue };
+        let (BuildResult::Present, Some(digest)) = (o.result, o.digest.clone()) else {
+            continue;
+        };
+        if clients.is_none() {
+            let client = RegistryClient::new(
+                settings.registry_options.clone(),
+                &[settings.registry.host.as_str()],
+            )
+            .map_err(BuildError::Client)?;
+            let referrers =
+                Referrers::new(&settings.registry.host, settings.registry_options.clone())?;
+            clients = Some((client, referrers));
+        }
+        let Some((client, referrers)) = &clients else {
+            continue;
+        };
+        let image = &analyzed.catalog.images[i];
+        let last = store
+            .latest_scan(&o.image, Some(&digest))
+            .await
+            .map_err(|source| BuildError::Record {
+                image: o.image.clone(),
+                source,
+            })?;
+        let (stored, published, sbom) = match last {
+            Some(last) => (
+                serde_json::from_slice::<Report>(last.report.as_bytes()).ok(),
+                last.published,
+                last.sbom.into_bytes(),
+            ),
+            None => {
+                // Scanned elsewhere (another machine's state)? The report
+                // is attached to the image in the registry.
+                let fetched = referrers
+                    .fetch(
+                        &o.repository,
+                        &digest,
+                        crate::scan::referrers::REPORT_ARTIFACT_TYPE,
+                    )
+                    .await;
+                let report = match fetched {
+                    Ok(Some(f)) => serde_json::from_slice::<Report>(&f.payload).ok(),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(image = %o.image, error = %labforge_core::error_chain(&e), "cannot read the attached scan report");
+                        None
+                    }
+                };
+                let published = client
+                    .manifest_digest(&ImageRef {
+                        registry: settings.registry.host.clone(),
+                        repository: settings.registry.path(&image.repository),
+                        reference: image.variant.clone(),
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|d| d == digest);
+                (report, published, Vec::new())
+            }
+        };
+        let unjudged = |o: &mut Outcome, why: String| {
+            o.result = BuildResult::Rejected;
+            o.reason = format!(
+                "{why}: not published until `labforge scan {}` scans it; it keeps only its content tag {}",
+                o.image, o.content_tag
+            );
+        };
+        let Some(report) = stored else {
+            unjudged(o, "no readable scan report for this digest".to_string());
+            continue;
+        };
+        if let Err(why) = crate::scan::stage::rejudgeable(&report, &settings.scan) {
+            unjudged(o, why);
+            o.scan = Some(ScanBrief::of(&report, false));
+            continue;
+        }
+        let created = crate::state::format_rfc3339(now_ms());
+        let mut again = policy::reevaluate(&image.scan, &report, today());
+        again.created = created.clone();
+        let unchanged = again.verdict == report.verdict && again.summary == report.summary;
+        if again.verdict == Verdict::Fail {
+            o.result = BuildResult::Rejected;
+            o.reason = format!(
+                "rejected by the scan policy ({}): {}; it keeps only its content tag {}",
+                again.summary,
+                first_reasons(&again.reasons),
+                o.content_tag
+            );
+            o.scan = Some(ScanBrief::of(&again, false));
+            if !unchanged || published {
+                // News: it passed before (or was published). Recorded as not
+                // published; the moving tags stay for humans.
+                o.scan_docs = Some(Arc::new(ScanDocs {
+                    report: scan::stage::report_bytes(&again),
+                    sbom,
+                }));
+            }
+            continue;
+        }
+        if published {
+            o.scan = Some(ScanBrief::of(&again, true));
+            continue;
+        }
+        let target = ImageRef {
+            registry: settings.registry.host.clone(),
+            repository: settings.registry.path(&image.repository),
+            reference: o.content_tag.clone(),
+        };
+        let report_json = scan::stage::report_bytes(&again);
+        let attached = scan::stage::attach(
+            referrers,
+            &scan::stage::Target {
+                image: &o.image,
+                repository: &o.repository,
+                digest: &digest,
+                image_id: "",
+                tags: vec![o.content_tag.clone()],
+                policy: &image.scan,
+                created: &created,
+                today: today(),
+            },
+            &[],
+            &report_json,
+        )
+        .await;
+        let options = PushOptions {
+            compression: settings.compression,
+            threads: 1,
+            retries: settings.push_retries,
+            retry_delay: Duration::from_millis(500),
+            spool_dir: settings.state_dir.join("spool"),
+            cache_dir: None,
+        };
+        let tagged = match attached {
+            Ok(()) => push::tag(
+                client,
+                &target,
+                &digest,
+                &moving_tags(image, &settings.date),
+                &options,
+                &|_| {},
+            )
+            .await
+            .map_err(|e| labforge_core::error_chain(&e)),
+            Err(e) => Err(labforge_core::error_chain(&e)),
+        };
+        o.scan_docs = Some(Arc::new(ScanDocs {
+            report: report_json,
+            sbom,
+        }));
+        match tagged {
+            Ok(moved) => {
+                o.tags.extend(moved);
+                o.reason = format!(
+                    "published: its scan passes under today's policy ({})",
+                    again.summary
+                );
+                o.scan = Some(ScanBrief::of(&again, true));
+            }
+            Err(e) => {
+                o.result = BuildResult::Failed;
+                o.reason = format!("publishing after the scan passed failed: {e}");
+                o.scan = Some(ScanBrief::of(&again, false));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn log_path(log: &Arc<Mutex<Log>>) -> PathBuf {

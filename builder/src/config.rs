@@ -45,6 +45,60 @@ pub struct Config {
     /// How `labforge build` builds, tests and pushes.
     #[serde(default)]
     pub build: BuildConfig,
+    /// How images are scanned before they are published.
+    #[serde(default)]
+    pub scan: ScanConfig,
+}
+
+/// The `[scan]` table. The policy (threshold, waivers) is in the catalog;
+/// this says which scanners run on this machine and where their data is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// Scanners that must all finish for an image to be judged: `trivy`
+    /// and/or `osv` [default: `["trivy"]`]. An empty list turns the gate off
+    /// (images are published unscanned; the SBOM is still made).
+    #[serde(default = "default_scanners")]
+    pub scanners: Vec<String>,
+    /// A folder of OSV JSON records (e.g. OSV's per-ecosystem `all.zip`
+    /// downloads, unzipped) for the `osv` scanner.
+    pub osv_db: Option<PathBuf>,
+    /// Seconds a scanner may run before it counts as failed [default: 900].
+    pub timeout: Option<u64>,
+    #[serde(default)]
+    pub trivy: TrivyConfig,
+}
+
+impl Default for ScanConfig {
+    fn default() -> ScanConfig {
+        ScanConfig {
+            scanners: default_scanners(),
+            osv_db: None,
+            timeout: None,
+            trivy: TrivyConfig::default(),
+        }
+    }
+}
+
+fn default_scanners() -> Vec<String> {
+    vec!["trivy".to_string()]
+}
+
+/// The `[scan.trivy]` table: where Trivy and its vulnerability database are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrivyConfig {
+    /// The `trivy` binary [default: `trivy` on the PATH].
+    pub binary: Option<PathBuf>,
+    /// Trivy's cache folder (its database lives there).
+    pub cache_dir: Option<PathBuf>,
+    /// A mirror of the vulnerability database (`--db-repository`).
+    pub db_repository: Option<String>,
+    /// A mirror of the Java database (`--java-db-repository`).
+    pub java_db_repository: Option<String>,
+    /// Use the database in `cache_dir` as it is, never download (`--skip-db-update`).
+    #[serde(default)]
+    pub offline: bool,
 }
 
 /// The `[build]` table.
@@ -94,6 +148,8 @@ impl Config {
             &mut config.catalog,
             &mut config.dockerfiles,
             &mut config.build.ca_bundle,
+            &mut config.scan.osv_db,
+            &mut config.scan.trivy.cache_dir,
         ]
         .into_iter()
         .flatten()

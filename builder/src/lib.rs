@@ -13,6 +13,7 @@ pub mod output;
 pub mod project;
 pub mod push;
 pub mod registry;
+pub mod rescan;
 pub mod scan;
 pub mod state;
 

@@ -33,7 +33,7 @@ use sqlx::sqlite::{
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// The schema version this build of labforge writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The file name of the SQLite database inside the state folder.
 pub const SQLITE_FILE: &str = "state.db";
@@ -70,6 +70,10 @@ pub enum BuildResult {
     /// Not attempted: an image it depends on failed.
     #[serde(rename = "blocked")]
     Blocked,
+    /// Built, tested and pushed by its content tag, but the scan policy
+    /// blocked publishing it: no moving tags, not in the catalog.
+    #[serde(rename = "rejected")]
+    Rejected,
 }
 
 impl BuildResult {
@@ -80,6 +84,7 @@ impl BuildResult {
             BuildResult::Present => "present",
             BuildResult::Failed => "failed",
             BuildResult::Blocked => "blocked",
+            BuildResult::Rejected => "rejected",
         }
     }
 }
@@ -98,8 +103,9 @@ impl FromStr for BuildResult {
             "present" => Ok(BuildResult::Present),
             "failed" => Ok(BuildResult::Failed),
             "blocked" => Ok(BuildResult::Blocked),
+            "rejected" => Ok(BuildResult::Rejected),
             other => Err(format!(
-                "unknown build result {other:?} (expected built, present, failed or blocked)"
+                "unknown build result {other:?} (expected built, present, failed, blocked or rejected)"
             )),
         }
     }
@@ -279,23 +285,62 @@ const INDEXES: [&str; 2] = [
     "CREATE INDEX IF NOT EXISTS build_records_run_id ON build_records (run_id, id)",
 ];
 
-const SQLITE_MIGRATIONS: [Migration; 1] = [Migration {
-    version: 1,
-    statements: &[
-        build_records_table!("id INTEGER PRIMARY KEY AUTOINCREMENT"),
-        INDEXES[0],
-        INDEXES[1],
-    ],
-}];
+/// Version 2: the scan of each pushed digest (its verdict, report and SBOM).
+macro_rules! scans_table {
+    ($id:literal) => {
+        concat!(
+            "CREATE TABLE IF NOT EXISTS scans (",
+            $id,
+            ", image TEXT NOT NULL",
+            ", repository TEXT NOT NULL",
+            ", digest TEXT NOT NULL",
+            ", hash TEXT NOT NULL",
+            ", verdict TEXT NOT NULL",
+            ", published BIGINT NOT NULL",
+            ", summary TEXT NOT NULL",
+            ", report TEXT NOT NULL",
+            ", sbom TEXT NOT NULL",
+            ", created_at BIGINT NOT NULL",
+            ")"
+        )
+    };
+}
 
-const POSTGRES_MIGRATIONS: [Migration; 1] = [Migration {
-    version: 1,
-    statements: &[
-        build_records_table!("id BIGSERIAL PRIMARY KEY"),
-        INDEXES[0],
-        INDEXES[1],
-    ],
-}];
+const SCANS_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS scans_image_digest ON scans (image, digest, id)";
+
+const SQLITE_MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: 1,
+        statements: &[
+            build_records_table!("id INTEGER PRIMARY KEY AUTOINCREMENT"),
+            INDEXES[0],
+            INDEXES[1],
+        ],
+    },
+    Migration {
+        version: 2,
+        statements: &[
+            scans_table!("id INTEGER PRIMARY KEY AUTOINCREMENT"),
+            SCANS_INDEX,
+        ],
+    },
+];
+
+const POSTGRES_MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: 1,
+        statements: &[
+            build_records_table!("id BIGSERIAL PRIMARY KEY"),
+            INDEXES[0],
+            INDEXES[1],
+        ],
+    },
+    Migration {
+        version: 2,
+        statements: &[scans_table!("id BIGSERIAL PRIMARY KEY"), SCANS_INDEX],
+    },
+];
 
 /// Bring the schema to [`SCHEMA_VERSION`] inside the caller's locked
 /// transaction `$tx`; evaluates to the version found. A macro rather than a
@@ -653,6 +698,61 @@ impl StateStore {
         .await
     }
 
+    /// Store the scan of one digest; returns its row id.
+    pub async fn record_scan(&self, scan: &ScanRecord) -> Result<i64, StateError> {
+        let summary = serde_json::to_string(&scan.summary).map_err(|e| StateError::Encode {
+            image: scan.image.clone(),
+            message: e.to_string(),
+        })?;
+        let sql = "INSERT INTO scans (image, repository, digest, hash, verdict, published, \
+                   summary, report, sbom, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+        let id: Result<i64, sqlx::Error> = on_pool!(&self.backend, pool => {
+            sqlx::query_scalar(sql)
+                .bind(&scan.image)
+                .bind(&scan.repository)
+                .bind(&scan.digest)
+                .bind(&scan.hash)
+                .bind(&scan.verdict)
+                .bind(i64::from(scan.published))
+                .bind(&summary)
+                .bind(&scan.report)
+                .bind(&scan.sbom)
+                .bind(scan.created_at)
+                .fetch_one(pool)
+                .await
+        });
+        id.map_err(|error| self.query_error("record the scan", Some(&scan.image), error))
+    }
+
+    /// The newest scan of `image` at `digest` (any digest when `None`).
+    pub async fn latest_scan(
+        &self,
+        image: &str,
+        digest: Option<&str>,
+    ) -> Result<Option<ScanRecord>, StateError> {
+        let mut sql = String::from(
+            "SELECT id, image, repository, digest, hash, verdict, published, summary, report, \
+             sbom, created_at FROM scans WHERE image = $1",
+        );
+        if digest.is_some() {
+            sql.push_str(" AND digest = $2");
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT 1");
+        let rows: Result<Vec<ScanRecord>, sqlx::Error> = on_pool!(&self.backend, pool => {
+            let mut query = sqlx::query(&sql).bind(image);
+            if let Some(d) = digest {
+                query = query.bind(d);
+            }
+            match query.fetch_all(pool).await {
+                Ok(rows) => rows.iter().map(ScanRecord::from_row).collect(),
+                Err(error) => Err(error),
+            }
+        });
+        let rows = rows.map_err(|error| self.query_error("read the scans", Some(image), error))?;
+        Ok(rows.into_iter().next())
+    }
+
     async fn select(
         &self,
         sql: &str,
@@ -686,6 +786,55 @@ impl StateStore {
             image: image.map(str::to_string),
             error: Box::new(error),
         }
+    }
+}
+
+/// The scan of one pushed digest: what the policy decided and the documents
+/// it decided on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRecord {
+    pub image: String,
+    pub repository: String,
+    pub digest: String,
+    /// The identity the digest was built from.
+    pub hash: String,
+    /// `pass` or `fail`.
+    pub verdict: String,
+    /// Whether the moving tags now point at this digest.
+    pub published: bool,
+    /// The report's summary (JSON object).
+    pub summary: serde_json::Value,
+    /// The scan report (JSON text, as attached to the image).
+    pub report: String,
+    /// The CycloneDX SBOM (JSON text, as attached to the image).
+    pub sbom: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+impl ScanRecord {
+    fn from_row<'r, R>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        &'static str: ColumnIndex<R>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let summary: String = row.try_get("summary")?;
+        let published: i64 = row.try_get("published")?;
+        Ok(ScanRecord {
+            image: row.try_get("image")?,
+            repository: row.try_get("repository")?,
+            digest: row.try_get("digest")?,
+            hash: row.try_get("hash")?,
+            verdict: row.try_get("verdict")?,
+            published: published != 0,
+            summary: serde_json::from_str(&summary)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            report: row.try_get("report")?,
+            sbom: row.try_get("sbom")?,
+            created_at: row.try_get("created_at")?,
+        })
     }
 }
 
@@ -1018,6 +1167,7 @@ mod tests {
             BuildResult::Present,
             BuildResult::Failed,
             BuildResult::Blocked,
+            BuildResult::Rejected,
         ] {
             let json = serde_json::to_string(&result).expect("json");
             assert_eq!(json, format!("\"{}\"", result.as_str()));

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use labforge_builder::state::{
-    BuildRecord, BuildResult, SCHEMA_VERSION, SQLITE_FILE, StateError, StateStore, TestRecord,
-    TestResult, new_run_id, unix_ms_now,
+    BuildRecord, BuildResult, SCHEMA_VERSION, SQLITE_FILE, ScanRecord, StateError, StateStore,
+    TestRecord, TestResult, new_run_id, unix_ms_now,
 };
 use sqlx::Connection;
 
@@ -157,6 +157,233 @@ async fn check_queries(store: &StateStore, prefix: &str, written: &[BuildRecord]
             .await
             .expect("run")
             .is_empty()
+    );
+}
+
+/// A scan with every field set; `n` varies the values, `published` is set
+/// on odd `n` only.
+fn sample_scan(image: &str, digest: &str, n: u64) -> ScanRecord {
+    ScanRecord {
+        image: image.to_string(),
+        repository: "127.0.0.1:5000/labforge/notebook".to_string(),
+        digest: digest.to_string(),
+        hash: format!("{:064x}", n + 1),
+        verdict: if n.is_multiple_of(2) { "fail" } else { "pass" }.to_string(),
+        published: !n.is_multiple_of(2),
+        summary: serde_json::json!({
+            "n": n,
+            "counts": {"critical": n, "high": 2, "medium": 0},
+            "blocking": [format!("CVE-2024-{n:04}"), "GHSA-xxxx-yyyy-zzzz"],
+            "waived": [],
+            "ratio": 0.25,
+            "note": "«quoted» 'text'\nsecond line",
+            "none": null,
+            "ok": n.is_multiple_of(2),
+        }),
+        report: format!(
+            "{{\n  \"findings\": [\"CVE-2024-{n:04}\"],\n  \"text\": \"tab\\there — ünïcode\"\n}}\n"
+        ),
+        // Large enough to catch any truncation.
+        sbom: format!(
+            "{{\"bomFormat\":\"CycloneDX\",\"n\":{n},\"components\":[{}]}}",
+            (0..2000)
+                .map(|i| format!("{{\"name\":\"pkg-{i}\",\"version\":\"1.{i}\"}}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        created_at: 1_740_832_205_250 + i64::try_from(n).expect("small"),
+    }
+}
+
+/// record_scan and latest_scan: round trip, newest by row id, filtering by
+/// image and digest, and `None` when there is nothing.
+async fn check_scans(store: &StateStore, prefix: &str) {
+    let image = format!("{prefix}notebook-scipy-cpu");
+    let other = format!("{prefix}notebook-minimal-cpu");
+    let d1 = format!("sha256:{:064x}", 1);
+    let d2 = format!("sha256:{:064x}", 2);
+    let d3 = format!("sha256:{:064x}", 3);
+
+    // Nothing yet.
+    assert_eq!(store.latest_scan(&image, None).await.expect("scan"), None);
+    assert_eq!(
+        store.latest_scan(&image, Some(&d1)).await.expect("scan"),
+        None
+    );
+
+    // Field by field, both published values.
+    let first = sample_scan(&image, &d1, 0);
+    let id1 = store.record_scan(&first).await.expect("record_scan");
+    let got = store
+        .latest_scan(&image, Some(&d1))
+        .await
+        .expect("scan")
+        .expect("a scan");
+    assert_eq!(got.image, first.image);
+    assert_eq!(got.repository, first.repository);
+    assert_eq!(got.digest, first.digest);
+    assert_eq!(got.hash, first.hash);
+    assert_eq!(got.verdict, "fail");
+    assert!(!got.published);
+    assert_eq!(got.summary, first.summary);
+    assert_eq!(got.summary["counts"]["high"], 2);
+    assert_eq!(got.report, first.report);
+    assert_eq!(got.sbom, first.sbom);
+    assert!(got.sbom.len() > 50_000, "{}", got.sbom.len());
+    assert_eq!(got.created_at, first.created_at);
+    assert_eq!(got, first);
+
+    // Newer rows: d1 again (published), then d2 for the same image, then d1
+    // and d3 for another image. The newest row wins, whatever created_at says.
+    let mut second = sample_scan(&image, &d1, 1);
+    second.created_at = 5;
+    let id2 = store.record_scan(&second).await.expect("record_scan");
+    assert!(id2 > id1);
+    let third = sample_scan(&image, &d2, 2);
+    store.record_scan(&third).await.expect("record_scan");
+    let other_d1 = sample_scan(&other, &d1, 3);
+    store.record_scan(&other_d1).await.expect("record_scan");
+    let other_d3 = sample_scan(&other, &d3, 5);
+    store.record_scan(&other_d3).await.expect("record_scan");
+
+    let got = store
+        .latest_scan(&image, Some(&d1))
+        .await
+        .expect("scan")
+        .expect("a scan");
+    assert!(got.published);
+    assert_eq!(got.verdict, "pass");
+    assert_eq!(got, second);
+    assert_eq!(
+        store.latest_scan(&image, Some(&d2)).await.expect("scan"),
+        Some(third.clone())
+    );
+    // Any digest: the newest of this image, not the newer rows of `other`.
+    assert_eq!(
+        store.latest_scan(&image, None).await.expect("scan"),
+        Some(third)
+    );
+    assert_eq!(
+        store.latest_scan(&other, Some(&d1)).await.expect("scan"),
+        Some(other_d1)
+    );
+    assert_eq!(
+        store.latest_scan(&other, None).await.expect("scan"),
+        Some(other_d3)
+    );
+    // A digest only another image has, and an image with no scans.
+    assert_eq!(
+        store.latest_scan(&image, Some(&d3)).await.expect("scan"),
+        None
+    );
+    assert_eq!(
+        store
+            .latest_scan(&format!("{prefix}no-such-image"), None)
+            .await
+            .expect("scan"),
+        None
+    );
+}
+
+/// A `Rejected` record round-trips through record / history / last_pushed.
+async fn check_rejected(store: &StateStore, prefix: &str) {
+    let image = format!("{prefix}notebook-rejected");
+    let built = sample("run-r", &image, 0);
+    let mut rejected = sample("run-r2", &image, 4);
+    rejected.result = BuildResult::Rejected;
+    rejected.reason = "scan policy: 1 critical finding (CVE-2024-0001)".to_string();
+    store.record(&built).await.expect("record");
+    store.record(&rejected).await.expect("record");
+    let history = store.history(&image, 10).await.expect("history");
+    assert_eq!(history, [rejected.clone(), built]);
+    assert_eq!(history[0].result, BuildResult::Rejected);
+    assert_eq!(
+        store.last_pushed(&image).await.expect("last_pushed"),
+        Some(rejected.clone())
+    );
+    assert_eq!(store.run("run-r2").await.expect("run"), [rejected]);
+    assert_eq!(BuildResult::Rejected.as_str(), "rejected");
+    assert_eq!(
+        "rejected".parse::<BuildResult>().expect("parse"),
+        BuildResult::Rejected
+    );
+    assert_eq!(
+        serde_json::to_string(&BuildResult::Rejected).expect("json"),
+        "\"rejected\""
+    );
+}
+
+/// The version-1 schema as labforge wrote it before scans existed (only the
+/// row id column differs between the backends).
+fn schema_v1(id_column: &str) -> Vec<String> {
+    vec![
+        "CREATE TABLE IF NOT EXISTS schema_version (\
+         id INTEGER PRIMARY KEY CHECK (id = 1), \
+         version BIGINT NOT NULL)"
+            .to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS build_records ({id_column}, run_id TEXT NOT NULL, \
+             image TEXT NOT NULL, variant TEXT NOT NULL, hash TEXT NOT NULL, \
+             content_tag TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT, \
+             tags TEXT NOT NULL, base_digests TEXT NOT NULL, result TEXT NOT NULL, \
+             reason TEXT NOT NULL, stages TEXT NOT NULL, tests TEXT NOT NULL, log_path TEXT, \
+             started_at BIGINT NOT NULL, finished_at BIGINT NOT NULL)"
+        ),
+        "CREATE INDEX IF NOT EXISTS build_records_image_id ON build_records (image, id)"
+            .to_string(),
+        "CREATE INDEX IF NOT EXISTS build_records_run_id ON build_records (run_id, id)".to_string(),
+        "INSERT INTO schema_version (id, version) VALUES (1, 1)".to_string(),
+        "INSERT INTO build_records (run_id, image, variant, hash, content_tag, repository, \
+         digest, tags, base_digests, result, reason, stages, tests, log_path, started_at, \
+         finished_at) VALUES ('old-run', 'old-image', 'cpu', 'abc', 'cpu-abc', \
+         'reg/lab/old', 'sha256:0123', '[\"cpu-abc\",\"latest\"]', '{\"base:1\":\"sha256:99\"}', \
+         'built', 'first build', '{\"build\":12}', \
+         '[{\"name\":\"t\",\"result\":\"passed\",\"duration_ms\":3,\"detail\":\"\"}]', \
+         NULL, 1000, 2000)"
+            .to_string(),
+    ]
+}
+
+/// The row `schema_v1` wrote, as `history` must read it.
+fn v1_record() -> BuildRecord {
+    BuildRecord {
+        run_id: "old-run".to_string(),
+        image: "old-image".to_string(),
+        variant: "cpu".to_string(),
+        hash: "abc".to_string(),
+        content_tag: "cpu-abc".to_string(),
+        repository: "reg/lab/old".to_string(),
+        digest: Some("sha256:0123".to_string()),
+        tags: vec!["cpu-abc".to_string(), "latest".to_string()],
+        base_digests: BTreeMap::from([("base:1".to_string(), "sha256:99".to_string())]),
+        result: BuildResult::Built,
+        reason: "first build".to_string(),
+        stages: BTreeMap::from([("build".to_string(), 12)]),
+        tests: vec![TestRecord {
+            name: "t".to_string(),
+            result: TestResult::Passed,
+            duration_ms: 3,
+            detail: String::new(),
+        }],
+        log_path: None,
+        started_at: 1000,
+        finished_at: 2000,
+    }
+}
+
+/// After migrating a version-1 database: the old row reads, scans work and
+/// new builds go after the old row.
+async fn check_migrated_v1(store: &StateStore) {
+    assert_eq!(
+        store.history("old-image", 10).await.expect("history"),
+        [v1_record()]
+    );
+    check_scans(store, "m-").await;
+    let newer = sample("new-run", "old-image", 1);
+    store.record(&newer).await.expect("record");
+    assert_eq!(
+        store.history("old-image", 10).await.expect("history"),
+        [newer, v1_record()]
     );
 }
 
@@ -380,6 +607,83 @@ async fn state_sqlite_second_process_writes_concurrently() {
     assert_eq!(store.run("parent").await.expect("run").len(), 50);
     assert_eq!(store.run("child").await.expect("run").len(), 50);
     assert_eq!(store.latest().await.expect("latest").len(), 100);
+}
+
+#[tokio::test]
+async fn state_sqlite_scans_record_and_latest() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    check_scans(&store, "").await;
+    // Still there after reopening.
+    store.close().await;
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    let got = store
+        .latest_scan("notebook-scipy-cpu", None)
+        .await
+        .expect("scan")
+        .expect("a scan");
+    assert_eq!(got.digest, format!("sha256:{:064x}", 2));
+}
+
+#[tokio::test]
+async fn state_sqlite_rejected_round_trips() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    check_rejected(&store, "").await;
+}
+
+#[tokio::test]
+async fn state_sqlite_migrates_version_1_to_2() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let file = dir.path().join(SQLITE_FILE);
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        for statement in schema_v1("id INTEGER PRIMARY KEY AUTOINCREMENT") {
+            sqlx::query(&statement)
+                .execute(&mut conn)
+                .await
+                .expect("version-1 schema");
+        }
+        let scans: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'scans'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("query");
+        assert_eq!(scans, 0, "a version-1 database has no scans table");
+        conn.close().await.expect("close");
+    }
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    check_migrated_v1(&store).await;
+    store.close().await;
+    let mut conn = sqlite_conn(&file).await;
+    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, version FROM schema_version")
+        .fetch_all(&mut conn)
+        .await
+        .expect("query");
+    assert_eq!(rows, [(1, 2)]);
+    assert_eq!(SCHEMA_VERSION, 2);
+    // Opening again changes nothing.
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    assert_eq!(
+        store.history("old-image", 10).await.expect("history").len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -651,6 +955,55 @@ async fn state_postgres_two_stores_write_concurrently() {
     assert_eq!(b.latest().await.expect("latest").len(), 100);
     a.close().await;
     b.close().await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn state_postgres_scans_record_and_latest() {
+    let (url, schema) = postgres_schema("scans").await;
+    let store = StateStore::open_url(&url).await.expect("open the store");
+    check_scans(&store, "").await;
+    store.close().await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn state_postgres_rejected_round_trips() {
+    let (url, schema) = postgres_schema("rejected").await;
+    let store = StateStore::open_url(&url).await.expect("open the store");
+    check_rejected(&store, "").await;
+    store.close().await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn state_postgres_migrates_version_1_to_2() {
+    let (url, schema) = postgres_schema("migrate").await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    for statement in schema_v1("id BIGSERIAL PRIMARY KEY") {
+        sqlx::query(&statement)
+            .execute(&mut conn)
+            .await
+            .expect("version-1 schema");
+    }
+    let store = StateStore::open_url(&url).await.expect("open the store");
+    check_migrated_v1(&store).await;
+    store.close().await;
+    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT id, version FROM schema_version")
+        .fetch_all(&mut conn)
+        .await
+        .expect("query");
+    assert_eq!(rows, [(1, 2)]);
+    let scans_schema: String = sqlx::query_scalar(
+        "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'scans' \
+         AND table_schema = $1",
+    )
+    .bind(&schema)
+    .fetch_one(&mut conn)
+    .await
+    .expect("the scans table is in the test schema");
+    assert_eq!(scans_schema, schema);
+    conn.close().await.expect("close");
     drop_schema(&schema).await;
 }
 

@@ -2,6 +2,8 @@
 //! docker CLI.
 #![allow(dead_code)]
 
+pub mod project;
+
 use std::path::Path;
 
 use labforge_builder::engine::Engine;

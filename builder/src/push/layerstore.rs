@@ -109,6 +109,11 @@ impl LocalImage {
         }
         Ok(LocalImage { config, layers })
     }
+
+    /// Each layer in image order: (diff_id, its `diff` folder, its `tar-split.json.gz`).
+    pub(crate) fn layers(&self) -> &[(String, PathBuf, PathBuf)] {
+        &self.layers
+    }
 }
 
 /// Read the config and every layer, compressing each into a spool file, and
@@ -217,14 +222,14 @@ struct Entry {
 }
 
 /// The layer tar, rebuilt as a stream.
-struct Assembler {
+pub(crate) struct Assembler {
     entries: io::Lines<BufReader<flate2::read::GzDecoder<File>>>,
     diff: PathBuf,
     current: Box<dyn Read + Send>,
 }
 
 impl Assembler {
-    fn open(split: &Path, diff: &Path) -> io::Result<Assembler> {
+    pub(crate) fn open(split: &Path, diff: &Path) -> io::Result<Assembler> {
         let file = File::open(split)?;
         Ok(Assembler {
             entries: BufReader::with_capacity(256 << 10, flate2::read::GzDecoder::new(file))

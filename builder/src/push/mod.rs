@@ -651,6 +651,22 @@ fn remember(remote: &Remote<'_>, cache: &Cache, record: &ImageRecord) {
     }
 }
 
+/// Point `tags` at the manifest `digest` that is already in `target`'s
+/// repository (read back and checked first). This is how an image that
+/// passed the scan gate gets its moving tags after its content tag.
+pub async fn tag(
+    registry: &RegistryClient,
+    target: &ImageRef,
+    digest: &str,
+    tags: &[String],
+    options: &PushOptions,
+    progress: &(dyn Fn(PushEvent) + Send + Sync),
+) -> Result<Vec<String>, PushError> {
+    let remote = Remote::new(registry, target.clone(), options, progress);
+    let manifest = remote.get_manifest(digest).await?;
+    put_tags(&remote, &manifest, digest, tags).await
+}
+
 /// Make every tag point at the manifest: `PUT` only where it points elsewhere.
 async fn put_tags(
     remote: &Remote<'_>,
@@ -776,7 +792,7 @@ async fn export_and_push(
 }
 
 /// The image in the local engine's layer store, if it can be read there.
-async fn locate(
+pub(crate) async fn locate(
     engine: &Engine,
     image_id: &str,
     diff_ids: &[String],

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use sha2::Digest as _;
 
 use super::{PushError, PushEvent, PushOptions};
 use crate::registry::{ImageRef, RegistryClient, RegistryError};
@@ -412,6 +413,40 @@ impl<'a> Remote<'a> {
                 .manifest_digest(&image)
                 .await
                 .map_err(|e| self.registry_failure(e))
+        })
+        .await
+    }
+
+    /// The manifest stored under `digest`, its bytes checked against it.
+    pub async fn get_manifest(&self, digest: &str) -> Result<Bytes, PushError> {
+        let url = format!("{}/manifests/{digest}", self.base);
+        self.retry(&format!("reading the manifest {digest}"), || async {
+            let response = self
+                .send(&|auth| {
+                    self.request(reqwest::Method::GET, &url, auth)
+                        .header(reqwest::header::ACCEPT, MANIFEST_MEDIA_TYPE)
+                })
+                .await?;
+            if response.status() != StatusCode::OK {
+                return Err(self.unexpected(&url, response).await);
+            }
+            let bytes = response.bytes().await.map_err(|e| Failure {
+                error: PushError::Unreachable {
+                    url: url.clone(),
+                    message: e.to_string(),
+                },
+                retry: true,
+                retry_after: None,
+            })?;
+            let got = super::compress::digest_string(&sha2::Sha256::digest(&bytes));
+            if got != digest {
+                return Err(Failure::fatal(PushError::DigestMismatch {
+                    reference: format!("{}@{digest}", self.name()),
+                    expected: digest.to_string(),
+                    got,
+                }));
+            }
+            Ok(bytes)
         })
         .await
     }

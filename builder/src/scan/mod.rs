@@ -10,4 +10,5 @@
 pub mod layers;
 pub mod osvdb;
 pub mod referrers;
+pub mod stage;
 pub mod trivy;
