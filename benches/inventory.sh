@@ -30,7 +30,7 @@ if [ -z "$image" ]; then
     if ! docker image inspect "$image" >/dev/null 2>&1; then
         base=$(docker images --format '{{.Repository}}:{{.Tag}}' "${LABFORGE_TEST_REGISTRY}/labforge/compilers" | head -n1)
         [ -n "$base" ] || { echo "no compilers image in the engine: build it first (labforge --config labforge.local.toml build compilers-main)" >&2; exit 1; }
-        printf 'FROM %s\nRUN head -c 250000000 /dev/urandom > /opt/padding.bin\n' "$base" > "$work/Dockerfile"
+        printf 'FROM %s\nUSER root\nRUN head -c 250000000 /dev/urandom > /opt/padding.bin\n' "$base" > "$work/Dockerfile"
         docker build -q -t "$image" "$work" >/dev/null
     fi
 fi

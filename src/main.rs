@@ -557,30 +557,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ))
         }
         Command::Sbom(args) => {
-            let (analyzed, registry) = catalog_for_lookup(&ctx, args.image.registry.as_ref());
-            let catalog = scan_cmd::Catalog {
-                analyzed: analyzed.as_ref(),
-                options: registry_options(&ctx.config, registry.as_ref().map(|r| r.host.as_str()))?,
-                registry,
-            };
+            let catalog = catalog_for_lookup(&ctx, args.image.registry.as_ref())?;
             runtime()?.block_on(scan_cmd::sbom(args, &catalog))
         }
         Command::ScanReport(args) => {
-            let (analyzed, registry) = catalog_for_lookup(&ctx, args.image.registry.as_ref());
-            let catalog = scan_cmd::Catalog {
-                analyzed: analyzed.as_ref(),
-                options: registry_options(&ctx.config, registry.as_ref().map(|r| r.host.as_str()))?,
-                registry,
-            };
+            let catalog = catalog_for_lookup(&ctx, args.image.registry.as_ref())?;
             runtime()?.block_on(scan_cmd::scan_report(args, &catalog))
         }
         Command::Diff(args) => {
-            let (analyzed, registry) = catalog_for_lookup(&ctx, args.registry.as_ref());
-            let catalog = scan_cmd::Catalog {
-                analyzed: analyzed.as_ref(),
-                options: registry_options(&ctx.config, registry.as_ref().map(|r| r.host.as_str()))?,
-                registry,
-            };
+            let catalog = catalog_for_lookup(&ctx, args.registry.as_ref())?;
             runtime()?.block_on(scan_cmd::diff(args, &catalog))
         }
     }
@@ -637,12 +622,9 @@ fn pinned_catalog(
     }))
 }
 
-/// The catalog (if it loads) and the registry its images are in, for
-/// commands that take a catalog image name or a full reference.
-fn catalog_for_lookup(
-    ctx: &Project,
-    registry: Option<&String>,
-) -> (Option<Analyzed>, Option<Registry>) {
+/// The catalog (if it loads), the registry its images are in and how to
+/// reach it, for commands that take a catalog image name or a full reference.
+fn catalog_for_lookup(ctx: &Project, registry: Option<&String>) -> Result<scan_cmd::Catalog> {
     let analyzed = labforge_builder::analyze(&ctx.layout, &BuildEnv::default())
         .map_err(|e| tracing::info!(error = %e, "no catalog to look image names up in"))
         .ok();
@@ -654,7 +636,12 @@ fn catalog_for_lookup(
                 .as_ref()
                 .and_then(|a| a.catalog.settings.registry.clone())
         });
-    (analyzed, registry)
+    let options = registry_options(&ctx.config, registry.as_ref().map(|r| r.host.as_str()))?;
+    Ok(scan_cmd::Catalog {
+        analyzed,
+        registry,
+        options,
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -82,14 +82,15 @@ pub struct Resolved {
 }
 
 /// What the binary knows about the catalog, for resolving image names.
-pub struct Catalog<'a> {
-    pub analyzed: Option<&'a labforge_core::Analyzed>,
+pub struct Catalog {
+    /// The catalog, when it loads (full references work without one).
+    pub analyzed: Option<labforge_core::Analyzed>,
     pub registry: Option<labforge_core::catalog::Registry>,
     pub options: RegistryOptions,
 }
 
 /// `notebook-scipy-cpu[@sha256:…|:tag]` or `host/path[:tag|@digest]`.
-pub fn resolve(catalog: &Catalog<'_>, text: &str) -> Result<Resolved> {
+pub fn resolve(catalog: &Catalog, text: &str) -> Result<Resolved> {
     let (name, reference) = split_reference(text);
     if name.contains('/') {
         let (host, path) = name
@@ -105,7 +106,7 @@ pub fn resolve(catalog: &Catalog<'_>, text: &str) -> Result<Resolved> {
             },
         });
     }
-    let analyzed = catalog.analyzed.with_context(|| {
+    let analyzed = catalog.analyzed.as_ref().with_context(|| {
         format!("{name:?} is not HOST/PATH and there is no catalog to look it up in")
     })?;
     let Some(image) = analyzed.catalog.image(name) else {
@@ -174,7 +175,7 @@ async fn fetch(
     }
 }
 
-pub async fn sbom(args: &SbomArgs, catalog: &Catalog<'_>) -> Result<ExitCode> {
+pub async fn sbom(args: &SbomArgs, catalog: &Catalog) -> Result<ExitCode> {
     let bytes = if args.engine {
         let engine = Engine::connect().await?;
         let inv = layers::inventory(&engine, &args.image.image, LayerSource::Auto).await?;
@@ -239,7 +240,7 @@ pub async fn sbom(args: &SbomArgs, catalog: &Catalog<'_>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn scan_report(args: &ReportArgs, catalog: &Catalog<'_>) -> Result<ExitCode> {
+pub async fn scan_report(args: &ReportArgs, catalog: &Catalog) -> Result<ExitCode> {
     let resolved = resolve(catalog, &args.image.image)?;
     let (digest, payload) = fetch(
         &resolved,
@@ -347,7 +348,7 @@ fn print_report(r: &Report) {
     );
 }
 
-pub async fn diff(args: &DiffArgs, catalog: &Catalog<'_>) -> Result<ExitCode> {
+pub async fn diff(args: &DiffArgs, catalog: &Catalog) -> Result<ExitCode> {
     let at = |reference: &str| {
         let text = if reference.starts_with("sha256:") {
             format!("{}@{reference}", args.image)

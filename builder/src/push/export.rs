@@ -313,7 +313,7 @@ fn read_small(entry: &mut dyn Read, size: u64, path: &str) -> io::Result<Vec<u8>
 
 /// The archive path a link points at: symlink targets are relative to the
 /// link's folder (`../<id>/layer.tar`), hard-link targets to the archive root.
-fn resolve_link(path: &str, target: &str, hard: bool) -> String {
+pub(crate) fn resolve_link(path: &str, target: &str, hard: bool) -> String {
     let mut parts: Vec<&str> = if hard || target.starts_with('/') {
         Vec::new()
     } else {

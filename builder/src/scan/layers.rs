@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::engine::{Engine, EngineError};
-use crate::push::export::{ChannelReader, SaveManifest};
+use crate::push::export::{ChannelReader, SaveManifest, resolve_link};
 use crate::push::layerstore::{Assembler, LayerStoreError, LocalImage};
 use crate::push::{LayerSource, locate};
 
@@ -528,28 +528,6 @@ fn read_json(entry: &mut dyn io::Read, size: u64, path: &str) -> Result<Vec<u8>,
         .read_to_end(&mut bytes)
         .map_err(|e| format!("{path}: {e}"))?;
     Ok(bytes)
-}
-
-/// The archive path a link points at: symlink targets are relative to the
-/// link's folder (`../<id>/layer.tar`), hard-link targets to the archive root.
-fn resolve_link(path: &str, target: &str, hard: bool) -> String {
-    let mut parts: Vec<&str> = if hard || target.starts_with('/') {
-        Vec::new()
-    } else {
-        let mut p: Vec<&str> = path.split('/').collect();
-        p.pop();
-        p
-    };
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
 }
 
 /// What one layer contributes to the inventory.
