@@ -409,3 +409,82 @@ pub async fn attach(
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use labforge_core::scan::policy::{Summary, Verdict};
+
+    fn config(scanners: &[&str], osv_db: Option<&str>, timeout: Option<u64>) -> ScanConfig {
+        ScanConfig {
+            scanners: scanners.iter().map(|s| s.to_string()).collect(),
+            osv_db: osv_db.map(PathBuf::from),
+            timeout,
+            trivy: Default::default(),
+        }
+    }
+
+    fn report(runs: &[(&str, Option<&str>)]) -> Report {
+        Report {
+            schema: 1,
+            image: "img".into(),
+            repository: "r/img".into(),
+            digest: "sha256:00".into(),
+            created: "2026-11-26T00:00:00Z".into(),
+            verdict: Verdict::Pass,
+            reasons: Vec::new(),
+            summary: Summary::default(),
+            packages: 0,
+            scanners: runs
+                .iter()
+                .map(|(name, error)| ScannerRun {
+                    name: name.to_string(),
+                    detail: String::new(),
+                    error: error.map(str::to_string),
+                    findings: 0,
+                    duration_ms: 0,
+                })
+                .collect(),
+            policy: Policy::default(),
+            findings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_configuration_is_checked_before_anything_runs() {
+        assert!(check(&config(&["trivy", "osv"], Some("db"), Some(60))).is_ok());
+        assert!(
+            check(&config(&[], None, None)).is_ok(),
+            "the gate may be off"
+        );
+        assert!(matches!(
+            check(&config(&["grype"], None, None)),
+            Err(StageError::UnknownScanner { name }) if name == "grype"
+        ));
+        assert!(matches!(
+            check(&config(&["osv"], None, None)),
+            Err(StageError::NoOsvDatabase)
+        ));
+        assert!(matches!(
+            check(&config(&["trivy"], None, Some(0))),
+            Err(StageError::ZeroTimeout)
+        ));
+    }
+
+    #[test]
+    fn only_complete_reports_of_the_configured_scanners_are_judged_again() {
+        let both = config(&["trivy", "osv"], Some("db"), None);
+        assert!(rejudgeable(&report(&[("osv", None), ("trivy", None)]), &both).is_ok());
+        let why = rejudgeable(&report(&[("osv", None), ("trivy", Some("crashed"))]), &both)
+            .expect_err("incomplete");
+        assert!(why.contains("the trivy scanner did not finish"), "{why}");
+        let why = rejudgeable(&report(&[("osv", None)]), &both).expect_err("other scanners");
+        assert!(
+            why.contains("used osv but [scan] scanners is now osv, trivy"),
+            "{why}"
+        );
+        let why =
+            rejudgeable(&report(&[]), &config(&["osv"], Some("db"), None)).expect_err("unscanned");
+        assert!(why.contains("used no scanner"), "{why}");
+    }
+}
