@@ -458,7 +458,11 @@ pub async fn build(
     }
     reporter.event(Event::Planned {
         build: jobs.values().map(|j| j.name.clone()).collect(),
-        present: outcomes.iter().flatten().count(),
+        present: outcomes
+            .iter()
+            .flatten()
+            .filter(|o| o.result == BuildResult::Present)
+            .count(),
     });
 
     let mut engine_used = false;
