@@ -102,6 +102,21 @@ pub struct BuildSettings {
     pub scan: ScanConfig,
 }
 
+impl BuildSettings {
+    /// How pushes and tag moves of this run talk to the registry: the
+    /// spool and push cache in the state folder, every CPU for compression.
+    pub fn push_options(&self) -> PushOptions {
+        PushOptions {
+            compression: self.compression,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            retries: self.push_retries,
+            retry_delay: Duration::from_millis(500),
+            spool_dir: self.state_dir.join("spool"),
+            cache_dir: Some(self.state_dir.join("push-cache")),
+        }
+    }
+}
+
 /// Which of the engine's builders builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -1153,14 +1168,7 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
     stage("push");
     let t = Instant::now();
     let tags = vec![job.content_tag.clone()];
-    let options = PushOptions {
-        compression: shared.settings.compression,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        retries: shared.settings.push_retries,
-        retry_delay: Duration::from_millis(500),
-        spool_dir: shared.settings.state_dir.join("spool"),
-        cache_dir: Some(shared.settings.state_dir.join("push-cache")),
-    };
+    let options = shared.settings.push_options();
     let progress = {
         let line = line.clone();
         move |event: PushEvent| line(&format!("push: {event}"))
@@ -1475,14 +1483,7 @@ async fn regate(
             &report_json,
         )
         .await;
-        let options = PushOptions {
-            compression: settings.compression,
-            threads: 1,
-            retries: settings.push_retries,
-            retry_delay: Duration::from_millis(500),
-            spool_dir: settings.state_dir.join("spool"),
-            cache_dir: None,
-        };
+        let options = settings.push_options();
         let tagged = match attached {
             Ok(()) => push::tag(
                 client,

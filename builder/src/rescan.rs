@@ -24,7 +24,7 @@ use crate::build::{
     today,
 };
 use crate::engine::Engine;
-use crate::push::{self, PushOptions};
+use crate::push;
 use crate::registry::{ImageRef, RegistryClient};
 use crate::scan::referrers::Referrers;
 use crate::scan::stage::{self, Scanners, StageError, Target};
@@ -202,14 +202,7 @@ pub async fn rescan(
             );
             o.scan = Some(ScanBrief::of(&scanned.report, false));
         } else {
-            let options = PushOptions {
-                compression: settings.compression,
-                threads: 1,
-                retries: settings.push_retries,
-                retry_delay: Duration::from_millis(500),
-                spool_dir: settings.state_dir.join("spool"),
-                cache_dir: None,
-            };
+            let options = settings.push_options();
             match push::tag(
                 &client,
                 &target,
