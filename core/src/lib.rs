@@ -12,8 +12,10 @@ pub mod graph;
 pub mod identity;
 mod par;
 pub mod plan;
+pub mod publish;
 pub mod render;
 pub mod scan;
+pub mod spawner;
 pub mod yaml;
 
 use std::fmt;

@@ -79,7 +79,8 @@ pub struct Base {
     pub pos: Pos,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Toleration {
     pub key: Option<String>,
     pub operator: Option<String>,
