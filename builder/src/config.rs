@@ -48,6 +48,48 @@ pub struct Config {
     /// How images are scanned before they are published.
     #[serde(default)]
     pub scan: ScanConfig,
+    /// `labforge serve`, and where pipeline commands tell the hub about a
+    /// publish.
+    #[serde(default)]
+    pub hub: HubConfig,
+}
+
+/// The `[hub]` table. Tokens are not kept here: they come from the
+/// environment (`LABFORGE_HUB_ADMIN_TOKEN`, `LABFORGE_HUB_READ_TOKEN`,
+/// `LABFORGE_REGISTRY_EVENTS_TOKEN`) or from the files named here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Address `labforge serve` listens on [default: `127.0.0.1:8080`].
+    pub listen: Option<String>,
+    /// The hub's URL as the pipeline reaches it (`labforge build` and
+    /// `labforge rollback` ask it to reload after publishing), e.g.
+    /// `http://127.0.0.1:8080`. Unset: the hub notices on its next poll.
+    pub url: Option<String>,
+    /// JupyterHub's public URL, for absolute launch links
+    /// (`<url>/hub/spawn?profile=<slug>`). Unset: links are relative.
+    pub jupyterhub_url: Option<String>,
+    /// Shown in the web catalog's header [default: "Environments"].
+    pub title: Option<String>,
+    /// Seconds between checks of the state store for new publishes
+    /// [default: 10].
+    pub refresh_seconds: Option<u64>,
+    /// Seconds between checks that every published digest is still in the
+    /// registry [default: 300].
+    pub registry_check_seconds: Option<u64>,
+    /// Members of these groups see every profile, whatever its `groups`.
+    #[serde(default)]
+    pub staff_groups: Vec<String>,
+    /// Read endpoints need the read (or admin) token [default: false].
+    #[serde(default)]
+    pub protect_reads: bool,
+    /// Files holding the tokens (one line), instead of the environment.
+    pub admin_token_file: Option<PathBuf>,
+    pub read_token_file: Option<PathBuf>,
+    pub events_token_file: Option<PathBuf>,
+    /// What every profile respects of the hub's own spawner configuration.
+    #[serde(default)]
+    pub spawner: labforge_core::spawner::SpawnerSettings,
 }
 
 /// The `[scan]` table. The policy (threshold, waivers) is in the catalog;
@@ -150,6 +192,9 @@ impl Config {
             &mut config.build.ca_bundle,
             &mut config.scan.osv_db,
             &mut config.scan.trivy.cache_dir,
+            &mut config.hub.admin_token_file,
+            &mut config.hub.read_token_file,
+            &mut config.hub.events_token_file,
         ]
         .into_iter()
         .flatten()

@@ -308,6 +308,66 @@ impl RegistryClient {
         }
     }
 
+    /// `GET` the manifest of `image`: its digest and compressed size
+    /// (config and layers, from the manifest), or `None` if the registry
+    /// does not have it. Logs in once after a 401, like [`Self::manifest_digest`].
+    pub async fn manifest_size(
+        &self,
+        image: &ImageRef,
+    ) -> Result<Option<(String, Option<u64>)>, RegistryError> {
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme(&image.registry),
+            image.registry,
+            image.repository,
+            image.reference
+        );
+        let send = |authorization: Option<String>| {
+            let mut request = self.http.get(&url).header("Accept", MANIFEST_ACCEPT);
+            if let Some(a) = authorization {
+                request = request.header("Authorization", a);
+            }
+            request.send()
+        };
+        let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
+            url: url.clone(),
+            message: labforge_core::error_chain(&e),
+        };
+        let known = self
+            .authorization
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&image.scope()).cloned());
+        let mut response = send(known).await.map_err(unreachable)?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let header = self.authenticate(image).await?;
+            response = send(header).await.map_err(unreachable)?;
+        }
+        match response.status().as_u16() {
+            200 => {
+                let digest = response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body = response.bytes().await.map_err(unreachable)?;
+                let digest = match digest {
+                    Some(d) => d,
+                    None => crate::push::compress::digest_string(
+                        &<sha2::Sha256 as sha2::Digest>::digest(&body),
+                    ),
+                };
+                Ok(Some((digest, manifest_bytes(&body))))
+            }
+            404 => Ok(None),
+            401 | 403 => Err(RegistryError::Auth {
+                registry: image.registry.clone(),
+                message: format!("{} for {url}", response.status()),
+            }),
+            status => Err(RegistryError::Status { url, status }),
+        }
+    }
+
     async fn head(
         &self,
         url: &str,
@@ -387,4 +447,17 @@ mod tests {
         assert_eq!(basic("labforge", "secret"), "Basic bGFiZm9yZ2U6c2VjcmV0");
         assert_eq!(basic("a", "b"), "Basic YTpi");
     }
+}
+
+/// The compressed size an image manifest describes: its config and layers.
+/// `None` for an index (or anything that is not an image manifest).
+fn manifest_bytes(body: &[u8]) -> Option<u64> {
+    let manifest: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let config = manifest.get("config")?.get("size")?.as_u64()?;
+    let layers = manifest.get("layers")?.as_array()?;
+    layers
+        .iter()
+        .map(|l| l.get("size").and_then(serde_json::Value::as_u64))
+        .sum::<Option<u64>>()
+        .map(|sum| sum + config)
 }

@@ -32,8 +32,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+pub use labforge_core::publish::{Pin, ScanRow};
+
 /// The schema version this build of labforge writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The file name of the SQLite database inside the state folder.
 pub const SQLITE_FILE: &str = "state.db";
@@ -309,7 +311,26 @@ macro_rules! scans_table {
 const SCANS_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS scans_image_digest ON scans (image, digest, id)";
 
-const SQLITE_MIGRATIONS: [Migration; 2] = [
+/// Version 3: rollbacks (`labforge rollback`): hold an image at a digest.
+macro_rules! pins_table {
+    ($id:literal) => {
+        concat!(
+            "CREATE TABLE IF NOT EXISTS pins (",
+            $id,
+            ", image TEXT NOT NULL",
+            ", digest TEXT NOT NULL",
+            ", from_digest TEXT",
+            ", actor TEXT NOT NULL",
+            ", reason TEXT NOT NULL",
+            ", created_at BIGINT NOT NULL",
+            ")"
+        )
+    };
+}
+
+const PINS_INDEX: &str = "CREATE INDEX IF NOT EXISTS pins_image_id ON pins (image, id)";
+
+const SQLITE_MIGRATIONS: [Migration; 3] = [
     Migration {
         version: 1,
         statements: &[
@@ -325,9 +346,16 @@ const SQLITE_MIGRATIONS: [Migration; 2] = [
             SCANS_INDEX,
         ],
     },
+    Migration {
+        version: 3,
+        statements: &[
+            pins_table!("id INTEGER PRIMARY KEY AUTOINCREMENT"),
+            PINS_INDEX,
+        ],
+    },
 ];
 
-const POSTGRES_MIGRATIONS: [Migration; 2] = [
+const POSTGRES_MIGRATIONS: [Migration; 3] = [
     Migration {
         version: 1,
         statements: &[
@@ -339,6 +367,10 @@ const POSTGRES_MIGRATIONS: [Migration; 2] = [
     Migration {
         version: 2,
         statements: &[scans_table!("id BIGSERIAL PRIMARY KEY"), SCANS_INDEX],
+    },
+    Migration {
+        version: 3,
+        statements: &[pins_table!("id BIGSERIAL PRIMARY KEY"), PINS_INDEX],
     },
 ];
 
@@ -753,6 +785,143 @@ impl StateStore {
         Ok(rows.into_iter().next())
     }
 
+    /// Every scan row (without the documents), oldest first: what
+    /// [`labforge_core::publish::select`] decides the published digests from.
+    pub async fn scan_rows(&self) -> Result<Vec<ScanRow>, StateError> {
+        let sql = "SELECT id, image, repository, digest, verdict, published, created_at \
+                   FROM scans ORDER BY id";
+        let rows: Result<Vec<ScanRow>, sqlx::Error> = on_pool!(&self.backend, pool => {
+            match sqlx::query(sql).fetch_all(pool).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|row| -> Result<ScanRow, sqlx::Error> {
+                        let published: i64 = row.try_get("published")?;
+                        Ok(ScanRow {
+                            id: row.try_get("id")?,
+                            image: row.try_get("image")?,
+                            repository: row.try_get("repository")?,
+                            digest: row.try_get("digest")?,
+                            verdict: row.try_get("verdict")?,
+                            published: published != 0,
+                            created_at: row.try_get("created_at")?,
+                        })
+                    })
+                    .collect(),
+                Err(error) => Err(error),
+            }
+        });
+        rows.map_err(|error| self.query_error("read the scans", None, error))
+    }
+
+    /// Hold `pin.image` at `pin.digest` (a rollback); returns its row id.
+    pub async fn record_pin(&self, pin: &Pin) -> Result<i64, StateError> {
+        let sql = "INSERT INTO pins (image, digest, from_digest, actor, reason, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+        let id: Result<i64, sqlx::Error> = on_pool!(&self.backend, pool => {
+            sqlx::query_scalar(sql)
+                .bind(&pin.image)
+                .bind(&pin.digest)
+                .bind(&pin.from_digest)
+                .bind(&pin.actor)
+                .bind(&pin.reason)
+                .bind(pin.created_at)
+                .fetch_one(pool)
+                .await
+        });
+        id.map_err(|error| self.query_error("record the rollback", Some(&pin.image), error))
+    }
+
+    /// The newest pin of every image that has one.
+    pub async fn latest_pins(&self) -> Result<Vec<Pin>, StateError> {
+        let sql = "SELECT image, digest, from_digest, actor, reason, created_at FROM pins \
+                   WHERE id IN (SELECT MAX(id) FROM pins GROUP BY image) ORDER BY image";
+        let rows: Result<Vec<Pin>, sqlx::Error> = on_pool!(&self.backend, pool => {
+            match sqlx::query(sql).fetch_all(pool).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|row| -> Result<Pin, sqlx::Error> {
+                        Ok(Pin {
+                            image: row.try_get("image")?,
+                            digest: row.try_get("digest")?,
+                            from_digest: row.try_get("from_digest")?,
+                            actor: row.try_get("actor")?,
+                            reason: row.try_get("reason")?,
+                            created_at: row.try_get("created_at")?,
+                        })
+                    })
+                    .collect(),
+                Err(error) => Err(error),
+            }
+        });
+        rows.map_err(|error| self.query_error("read the rollbacks", None, error))
+    }
+
+    /// Counts that change whenever anything is recorded (the newest row id
+    /// of each table, and the number of build records by result): cheap to
+    /// poll, so that the hub reloads only when something happened.
+    pub async fn marker(&self) -> Result<Marker, StateError> {
+        let sql = "SELECT (SELECT COALESCE(MAX(id), 0) FROM build_records) AS builds, \
+                   (SELECT COALESCE(MAX(id), 0) FROM scans) AS scans, \
+                   (SELECT COALESCE(MAX(id), 0) FROM pins) AS pins";
+        let marker: Result<Marker, sqlx::Error> = on_pool!(&self.backend, pool => {
+            match sqlx::query(sql).fetch_one(pool).await {
+                Ok(row) => (|| -> Result<Marker, sqlx::Error> {
+                    Ok(Marker {
+                        builds: row.try_get("builds")?,
+                        scans: row.try_get("scans")?,
+                        pins: row.try_get("pins")?,
+                    })
+                })(),
+                Err(error) => Err(error),
+            }
+        });
+        marker.map_err(|error| self.query_error("read the change marker", None, error))
+    }
+
+    /// How many build records ended with each result, and how many scans
+    /// published a digest: the hub's `/metrics` counters.
+    pub async fn counts(&self) -> Result<Counts, StateError> {
+        let by_result: Result<Vec<(String, i64)>, sqlx::Error> = on_pool!(&self.backend, pool => {
+            sqlx::query_as("SELECT result, COUNT(*) FROM build_records GROUP BY result ORDER BY result")
+                .fetch_all(pool)
+                .await
+        });
+        let builds =
+            by_result.map_err(|error| self.query_error("count the builds", None, error))?;
+        let published: Result<i64, sqlx::Error> = on_pool!(&self.backend, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM scans WHERE published <> 0")
+                .fetch_one(pool)
+                .await
+        });
+        let publishes =
+            published.map_err(|error| self.query_error("count the publishes", None, error))?;
+        Ok(Counts {
+            builds: builds.into_iter().collect(),
+            publishes,
+        })
+    }
+
+    /// The newest build record that pushed `digest` for `image`.
+    pub async fn record_of_digest(
+        &self,
+        image: &str,
+        digest: &str,
+    ) -> Result<Option<BuildRecord>, StateError> {
+        let sql = format!(
+            "SELECT id, {COLUMNS} FROM build_records \
+             WHERE image = $1 AND digest = $2 ORDER BY id DESC LIMIT 1"
+        );
+        let records = self
+            .select(
+                &sql,
+                &[Param::Text(image), Param::Text(digest)],
+                "read the build record of a digest",
+                Some(image),
+            )
+            .await?;
+        Ok(records.into_iter().next())
+    }
+
     async fn select(
         &self,
         sql: &str,
@@ -787,6 +956,23 @@ impl StateStore {
             error: Box::new(error),
         }
     }
+}
+
+/// See [`StateStore::marker`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    pub builds: i64,
+    pub scans: i64,
+    pub pins: i64,
+}
+
+/// See [`StateStore::counts`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Build result (`built`, `present`, …) → records.
+    pub builds: BTreeMap<String, i64>,
+    /// Scans that published their digest.
+    pub publishes: i64,
 }
 
 /// The scan of one pushed digest: what the policy decided and the documents

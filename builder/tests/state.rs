@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use labforge_builder::state::{
-    BuildRecord, BuildResult, SCHEMA_VERSION, SQLITE_FILE, ScanRecord, StateError, StateStore,
-    TestRecord, TestResult, new_run_id, unix_ms_now,
+    BuildRecord, BuildResult, Marker, Pin, SCHEMA_VERSION, SQLITE_FILE, ScanRecord, StateError,
+    StateStore, TestRecord, TestResult, new_run_id, unix_ms_now,
 };
 use sqlx::Connection;
 
@@ -193,6 +193,57 @@ fn sample_scan(image: &str, digest: &str, n: u64) -> ScanRecord {
         ),
         created_at: 1_740_832_205_250 + i64::try_from(n).expect("small"),
     }
+}
+
+/// Scan rows, pins, the change marker and the counts: what the hub reads,
+/// and what `labforge rollback` writes.
+async fn check_publication(store: &StateStore) {
+    let empty = store.marker().await.expect("marker");
+    assert_eq!(empty, Marker::default());
+    assert!(store.scan_rows().await.expect("rows").is_empty());
+    assert!(store.latest_pins().await.expect("pins").is_empty());
+    for n in 0..4u64 {
+        let digest = format!("sha256:{:064x}", n / 2);
+        store
+            .record_scan(&sample_scan("nb", &digest, n))
+            .await
+            .expect("record a scan");
+    }
+    let rows = store.scan_rows().await.expect("rows");
+    assert_eq!(rows.len(), 4);
+    assert!(rows.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    assert_eq!(
+        rows.iter().map(|r| r.published).collect::<Vec<_>>(),
+        [false, true, false, true]
+    );
+    assert_eq!(rows[3].digest, format!("sha256:{:064x}", 1));
+    let after_scans = store.marker().await.expect("marker");
+    assert!(after_scans.scans > 0 && after_scans.pins == 0);
+    for (i, image) in ["nb", "nb", "other"].iter().enumerate() {
+        store
+            .record_pin(&Pin {
+                image: image.to_string(),
+                digest: format!("sha256:{:064x}", i),
+                from_digest: (i == 1).then(|| "sha256:old".to_string()),
+                actor: "cli:alice".to_string(),
+                reason: "«broken» release".to_string(),
+                created_at: 1_700_000_000_000 + i64::try_from(i).expect("small"),
+            })
+            .await
+            .expect("record a pin");
+    }
+    let pins = store.latest_pins().await.expect("pins");
+    assert_eq!(pins.len(), 2);
+    assert_eq!(pins[0].image, "nb");
+    assert_eq!(pins[0].digest, format!("sha256:{:064x}", 1));
+    assert_eq!(pins[0].from_digest.as_deref(), Some("sha256:old"));
+    assert_eq!(pins[0].reason, "«broken» release");
+    assert_eq!(pins[1].from_digest, None);
+    let after_pins = store.marker().await.expect("marker");
+    assert!(after_pins.pins > after_scans.pins);
+    assert_eq!(after_pins.scans, after_scans.scans);
+    let counts = store.counts().await.expect("counts");
+    assert_eq!(counts.publishes, 2);
 }
 
 /// record_scan and latest_scan: round trip, newest by row id, filtering by
@@ -630,6 +681,15 @@ async fn state_sqlite_scans_record_and_latest() {
 }
 
 #[tokio::test]
+async fn state_sqlite_publication_rows_pins_and_marker() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    check_publication(&store).await;
+}
+
+#[tokio::test]
 async fn state_sqlite_rejected_round_trips() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let store = StateStore::open_dir(dir.path())
@@ -674,8 +734,8 @@ async fn state_sqlite_migrates_version_1_to_2() {
         .fetch_all(&mut conn)
         .await
         .expect("query");
-    assert_eq!(rows, [(1, 2)]);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(rows, [(1, SCHEMA_VERSION)]);
+    assert_eq!(SCHEMA_VERSION, 3);
     // Opening again changes nothing.
     let store = StateStore::open_dir(dir.path())
         .await
@@ -963,6 +1023,15 @@ async fn state_postgres_scans_record_and_latest() {
     let (url, schema) = postgres_schema("scans").await;
     let store = StateStore::open_url(&url).await.expect("open the store");
     check_scans(&store, "").await;
+    store.close().await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn state_postgres_publication_rows_pins_and_marker() {
+    let (url, schema) = postgres_schema("publication").await;
+    let store = StateStore::open_url(&url).await.expect("open the store");
+    check_publication(&store).await;
     store.close().await;
     drop_schema(&schema).await;
 }
