@@ -3,6 +3,7 @@
 mod build_cmd;
 mod push_cmd;
 mod scan_cmd;
+mod serve_cmd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -172,6 +173,28 @@ enum Command {
     /// removed, upgraded and downgraded (versions compared the way dpkg and
     /// pip order them).
     Diff(scan_cmd::DiffArgs),
+    /// Run the hub: the profile list for KubeSpawner, the catalog API and the web catalog
+    ///
+    /// Serves GET /api/v1/profiles (KubeSpawner's profile_list: digest-pinned,
+    /// checked against KubeSpawner's contract; ?user=&group= filter by
+    /// groups, ?format=yaml gives a zero-to-jupyterhub values fragment),
+    /// /api/v1/catalog, /api/v1/images/NAME, /metrics, /healthz, /readyz and
+    /// the web catalog at /. What it serves is what `labforge build`
+    /// published (passed tests and scan) and the registry still has, read
+    /// from the state store; it reloads when the state store or catalog
+    /// changes, on POST /api/v1/publish and on registry events, and swaps the
+    /// whole catalog at once. A catalog that does not load keeps the last
+    /// good one and turns /readyz red. Tokens: LABFORGE_HUB_ADMIN_TOKEN
+    /// (publish, rollback), LABFORGE_HUB_READ_TOKEN (reads, with [hub]
+    /// protect_reads), LABFORGE_REGISTRY_EVENTS_TOKEN (registry events).
+    Serve(serve_cmd::ServeArgs),
+    /// Point the catalog back at an image's previous published digest
+    ///
+    /// Users get the earlier digest (from the hub's profile list) until a
+    /// newer digest is published, while a broken release is fixed. --to picks
+    /// any published digest (also to undo a rollback). Tells the hub at
+    /// [hub] url to reload.
+    Rollback(serve_cmd::RollbackArgs),
 }
 
 #[derive(Args)]
@@ -506,7 +529,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
-            runtime.block_on(build_cmd::build(
+            let code = runtime.block_on(build_cmd::build(
                 args,
                 build_cmd::BuildInputs {
                     config: &ctx.config,
@@ -522,7 +545,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .map(|b| b.image.clone())
                         .collect(),
                 },
-            ))
+            ))?;
+            runtime.block_on(serve_cmd::notify_hub(&ctx.config));
+            Ok(code)
         }
         Command::Status { args } => runtime()?.block_on(build_cmd::status(args, &ctx.config)),
         Command::History { args } => runtime()?.block_on(build_cmd::history(args, &ctx.config)),
@@ -545,7 +570,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
-            runtime.block_on(build_cmd::rescan(
+            let code = runtime.block_on(build_cmd::rescan(
                 args,
                 build_cmd::BuildInputs {
                     config: &ctx.config,
@@ -554,7 +579,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     options,
                     stand_ins: Default::default(),
                 },
-            ))
+            ))?;
+            runtime.block_on(serve_cmd::notify_hub(&ctx.config));
+            Ok(code)
         }
         Command::Sbom(args) => {
             let catalog = catalog_for_lookup(&ctx, args.image.registry.as_ref())?;
@@ -568,6 +595,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let catalog = catalog_for_lookup(&ctx, args.registry.as_ref())?;
             runtime()?.block_on(scan_cmd::diff(args, &catalog))
         }
+        Command::Serve(args) => {
+            let host = ctx
+                .config
+                .registry
+                .as_ref()
+                .and_then(|t| Registry::parse(t).ok())
+                .or_else(|| {
+                    ctx.layout
+                        .read_catalog()
+                        .ok()
+                        .and_then(|s| labforge_core::catalog::load(&s).ok())
+                        .and_then(|c| c.settings.registry)
+                })
+                .map(|r| r.host);
+            let options = registry_options(&ctx.config, host.as_deref())?;
+            runtime()?.block_on(serve_cmd::serve(
+                args,
+                &ctx.config,
+                ctx.layout.clone(),
+                options,
+            ))
+        }
+        Command::Rollback(args) => runtime()?.block_on(serve_cmd::rollback(args, &ctx.config)),
     }
 }
 
