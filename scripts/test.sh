@@ -59,3 +59,8 @@ if [ "$status" -ne 0 ]; then
 fi
 step "all checks passed"
 echo "tests: $passed passed, $failed failed"
+# The web catalog's pages in headless Chromium (tests/hub.rs), kept for review.
+shots=(target/screenshots/*.png)
+if [ -e "${shots[0]}" ]; then
+    echo "screenshots of the web catalog: ${#shots[@]} in target/screenshots/"
+fi

@@ -137,8 +137,8 @@ impl Drop for Server {
     }
 }
 
-fn built(name: &str) -> Project {
-    let project = Project::of("hub", name, "");
+fn built(name: &str, extra_config: &str) -> Project {
+    let project = Project::of("hub", name, extra_config);
     let (out, summary) = project.build(&[], &[]);
     assert!(
         out.status.success(),
@@ -168,7 +168,7 @@ fn digest_of(summary: &Value, name: &str) -> String {
 
 #[test]
 fn hub_serves_what_the_build_published_with_versions_and_rollback() {
-    let project = built("serve");
+    let project = built("serve", "");
     let (_, first) = project.build(&[], &[]);
     // No polling in this test: every change must reach the hub because the
     // command that made it told the hub.
@@ -257,7 +257,9 @@ fn hub_serves_what_the_build_published_with_versions_and_rollback() {
     // Installed packages from the SBOM; frameworks recognised in them.
     let packages = root_doc["packages"].as_array().expect("packages");
     assert!(
-        packages.iter().any(|p| p["name"] == "torch" && p["version"] == "2.5.1"),
+        packages
+            .iter()
+            .any(|p| p["name"] == "torch" && p["version"] == "2.5.1"),
         "{root_doc}"
     );
     assert_eq!(root_doc["frameworks"], serde_json::json!(["pytorch"]));
@@ -392,7 +394,7 @@ fn hub_serves_what_the_build_published_with_versions_and_rollback() {
 
 #[test]
 fn hub_drops_a_deleted_digest_and_keeps_the_last_good_catalog() {
-    let project = built("failures");
+    let project = built("failures", "");
     let server = Server::start(&project, 1);
     let (before, etag) = server.profiles("");
     assert_eq!(before.len(), 3);
@@ -492,10 +494,20 @@ fn python(script: &str, args: &[&str]) {
 
 #[test]
 fn hub_profiles_spawn_with_the_real_kubespawner_and_pages_pass_in_chromium() {
-    let project = built("spawner");
+    // A shared folder every profile mounts, as an operator would add it:
+    // KubeSpawner must keep the home volume beside it.
+    let project = built(
+        "spawner",
+        "\n[hub.spawner.volumes.datasets.persistentVolumeClaim]\nclaimName = \"datasets\"\n\
+         [hub.spawner.volume_mounts.datasets]\nmountPath = \"/home/shared/datasets\"\nreadOnly = true\n",
+    );
     let server = Server::start(&project, 3600);
     // KubeSpawner asks as the CI user; the expected image of every slug it sees.
     let (list, _) = server.profiles("?user=labforge-ci&group=labforge-ci");
+    assert!(list.iter().all(|p| {
+        p["kubespawner_override"]["volumes"]["datasets"]["persistentVolumeClaim"]["claimName"]
+            == "datasets"
+    }));
     let expected: serde_json::Map<String, Value> = list
         .iter()
         .map(|p| {

@@ -531,6 +531,20 @@ class ProfilesAgainstHub(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(volumes[home].get("persistentVolumeClaim", {}).get("claimName"), f"claim-{user_server}")
         mounts = {m["name"]: m for m in container.get("volumeMounts") or []}
         self.assertEqual(mounts.get(home, {}).get("mountPath"), "/home/jovyan", f"{what}: home mount lost")
+        # Volumes the profile adds (dicts keyed by name) are there beside it
+        # (the hub's own, keyed by a template like the home volume, are
+        # checked above).
+        for name, volume in (settings.get("volumes") or {}).items():
+            if "{" in name:
+                continue
+            self.assertIn(name, volumes, f"{what}: volume {name} missing from the pod")
+            for key, value in volume.items():
+                self.assertEqual(volumes[name].get(key), value, f"{what}: volume {name}.{key}")
+        for name, mount in (settings.get("volume_mounts") or {}).items():
+            if "{" in name:
+                continue
+            self.assertIn(name, mounts, f"{what}: volume mount {name} missing from the pod")
+            self.assertEqual(mounts[name].get("mountPath"), mount.get("mountPath"), f"{what}: mount {name}")
 
         labels = pod["metadata"].get("labels") or {}
         for k, v in (settings.get("extra_labels") or {}).items():

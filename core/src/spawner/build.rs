@@ -102,6 +102,26 @@ fn profile(entry: &Entry<'_>, default: bool, settings: &SpawnerSettings) -> Spaw
             Value::Array(all.into_iter().map(toleration).collect()),
         );
     }
+    for (key, named) in [
+        ("volumes", &settings.volumes),
+        ("volume_mounts", &settings.volume_mounts),
+    ] {
+        if !named.is_empty() {
+            // Keyed by name (KubeSpawner merges a dict with the hub's own);
+            // each entry carries its name as Kubernetes wants it.
+            let by_name: Map<String, Value> = named
+                .iter()
+                .map(|(name, v)| {
+                    let mut v = v.clone();
+                    if let Value::Object(m) = &mut v {
+                        m.insert("name".into(), Value::String(name.clone()));
+                    }
+                    (name.clone(), v)
+                })
+                .collect();
+            o.insert(key.into(), Value::Object(by_name));
+        }
+    }
     o.insert("extra_labels".into(), json!({ IMAGE_LABEL: image.name }));
 
     let mut options = IndexMap::new();

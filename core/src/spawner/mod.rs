@@ -21,7 +21,7 @@ mod check;
 mod tests;
 mod yaml;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,13 @@ pub struct SpawnerSettings {
     /// How many earlier published digests the version option offers besides
     /// the current one [default: 2].
     pub previous_versions: usize,
+    /// Volumes every profile adds (e.g. a shared datasets folder), keyed by
+    /// volume name: Kubernetes `Volume` objects without `name`. Sent as a
+    /// dict, so they *add to* the hub's own (the home volume) instead of
+    /// replacing them. `{username}`-style fields are expanded by KubeSpawner.
+    pub volumes: BTreeMap<String, serde_json::Value>,
+    /// Their mounts, keyed by volume name: `VolumeMount` objects without `name`.
+    pub volume_mounts: BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for SpawnerSettings {
@@ -72,6 +79,8 @@ impl Default for SpawnerSettings {
             ],
             image_pull_policy: None,
             previous_versions: 2,
+            volumes: BTreeMap::new(),
+            volume_mounts: BTreeMap::new(),
         }
     }
 }

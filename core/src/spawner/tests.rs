@@ -1119,3 +1119,38 @@ fn values_fragment_of_no_profiles_is_an_empty_list() {
     let doc = parse_fragment(&values_fragment(&[]));
     assert_eq!(doc["singleuser"]["profileList"], Yaml::Array(Vec::new()));
 }
+
+#[test]
+fn hub_volumes_are_added_to_every_profile_as_dicts_keyed_by_name() {
+    let mut settings = SpawnerSettings::default();
+    settings.volumes.insert(
+        "datasets".into(),
+        serde_json::json!({"persistentVolumeClaim": {"claimName": "datasets"}}),
+    );
+    settings.volume_mounts.insert(
+        "datasets".into(),
+        serde_json::json!({"mountPath": "/home/shared/datasets", "readOnly": true}),
+    );
+    let (_, list) = shipped_list(&settings);
+    let value = json_of(&list);
+    assert_eq!(check(&value), []);
+    for profile in &list {
+        let o = &profile.kubespawner_override;
+        assert_eq!(
+            o["volumes"]["datasets"]["persistentVolumeClaim"]["claimName"],
+            "datasets"
+        );
+        assert_eq!(o["volumes"]["datasets"]["name"], "datasets");
+        assert_eq!(
+            o["volume_mounts"]["datasets"]["mountPath"],
+            "/home/shared/datasets"
+        );
+    }
+    // Without any, no volumes key at all (the hub's own stay untouched).
+    let (_, plain) = shipped_list(&SpawnerSettings::default());
+    assert!(
+        plain
+            .iter()
+            .all(|p| !p.kubespawner_override.contains_key("volumes"))
+    );
+}
