@@ -268,22 +268,30 @@ impl RegistryClient {
             })
     }
 
-    /// The digest of `image`'s manifest, or `None` if the registry does not
-    /// have it. One `HEAD`; a second one only after a 401 (the first request
-    /// to a repository that needs a login, or a remembered token that expired).
-    pub async fn manifest_digest(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
-        let url = format!(
+    fn manifest_url(&self, image: &ImageRef) -> String {
+        format!(
             "{}://{}/v2/{}/manifests/{}",
             self.scheme(&image.registry),
             image.registry,
             image.repository,
             image.reference
-        );
-        let known = self
-            .authorization
+        )
+    }
+
+    /// The `Authorization` header learnt for `image`'s repository, if any.
+    fn remembered(&self, image: &ImageRef) -> Option<String> {
+        self.authorization
             .lock()
             .ok()
-            .and_then(|m| m.get(&image.scope()).cloned());
+            .and_then(|m| m.get(&image.scope()).cloned())
+    }
+
+    /// The digest of `image`'s manifest, or `None` if the registry does not
+    /// have it. One `HEAD`; a second one only after a 401 (the first request
+    /// to a repository that needs a login, or a remembered token that expired).
+    pub async fn manifest_digest(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
+        let url = self.manifest_url(image);
+        let known = self.remembered(image);
         let mut response = self.head(&url, known).await?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             let header = self.authenticate(image).await?;
@@ -315,13 +323,7 @@ impl RegistryClient {
         &self,
         image: &ImageRef,
     ) -> Result<Option<(String, Option<u64>)>, RegistryError> {
-        let url = format!(
-            "{}://{}/v2/{}/manifests/{}",
-            self.scheme(&image.registry),
-            image.registry,
-            image.repository,
-            image.reference
-        );
+        let url = self.manifest_url(image);
         let send = |authorization: Option<String>| {
             let mut request = self.http.get(&url).header("Accept", MANIFEST_ACCEPT);
             if let Some(a) = authorization {
@@ -333,11 +335,7 @@ impl RegistryClient {
             url: url.clone(),
             message: labforge_core::error_chain(&e),
         };
-        let known = self
-            .authorization
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&image.scope()).cloned());
+        let known = self.remembered(image);
         let mut response = send(known).await.map_err(unreachable)?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             let header = self.authenticate(image).await?;

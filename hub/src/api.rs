@@ -92,6 +92,15 @@ fn current(hub: &Hub) -> Result<Arc<Snapshot>, Response> {
     })
 }
 
+/// The snapshot, for a request allowed to read.
+fn readable(hub: &Hub, headers: &HeaderMap) -> Result<Arc<Snapshot>, Response> {
+    hub.settings
+        .tokens
+        .check(headers, Access::Read)
+        .map_err(denied)?;
+    current(hub)
+}
+
 /// Answer with `body`, or 304 when the client already has it.
 fn cached(headers: &HeaderMap, body: &Body, content_type: &'static str) -> Response {
     let etag = HeaderValue::from_str(&body.etag).unwrap_or(HeaderValue::from_static("\"\""));
@@ -164,11 +173,7 @@ async fn profiles(
     headers: HeaderMap,
 ) -> Response {
     let response = (|| {
-        hub.settings
-            .tokens
-            .check(&headers, Access::Read)
-            .map_err(denied)?;
-        let snapshot = current(&hub)?;
+        let snapshot = readable(&hub, &headers)?;
         let mut viewer = Viewer::default();
         let mut yaml = false;
         for (key, value) in query_pairs(query.as_deref()) {
@@ -208,11 +213,7 @@ async fn profiles(
 /// `GET /api/v1/catalog`
 async fn catalog(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
     let response = (|| {
-        hub.settings
-            .tokens
-            .check(&headers, Access::Read)
-            .map_err(denied)?;
-        let snapshot = current(&hub)?;
+        let snapshot = readable(&hub, &headers)?;
         Ok::<_, Response>(cached(&headers, &snapshot.catalog_json, JSON))
     })()
     .unwrap_or_else(|r| r);
@@ -226,11 +227,7 @@ async fn image(
     headers: HeaderMap,
 ) -> Response {
     let response = (|| {
-        hub.settings
-            .tokens
-            .check(&headers, Access::Read)
-            .map_err(denied)?;
-        let snapshot = current(&hub)?;
+        let snapshot = readable(&hub, &headers)?;
         match snapshot.image(&name) {
             Some((_, body)) => Ok(cached(&headers, body, JSON)),
             None => Err(unknown_image(&snapshot, &name)),
