@@ -177,8 +177,16 @@ pub async fn rollback(args: &RollbackArgs, config: &Config) -> Result<ExitCode> 
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
     );
+    // The login for the configured registry, where the digests live.
+    let host = config
+        .registry
+        .as_ref()
+        .and_then(|t| labforge_core::catalog::Registry::parse(t).ok())
+        .map(|r| r.host);
+    let options = crate::registry_options(config, host.as_deref())?;
     let done = labforge_hub::rollback::rollback(
         &store,
+        Some(&options),
         &args.image,
         args.to.as_deref(),
         &actor,

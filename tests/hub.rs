@@ -254,6 +254,10 @@ fn hub_serves_what_the_build_published_with_versions_and_rollback() {
         root_doc["issue_url"],
         "https://github.com/example-university/labforge-catalog/issues/42"
     );
+    assert_eq!(
+        root_doc["request_change_url"],
+        "https://github.com/example-university/labforge-catalog/issues/new?template=image-request.yml&title=Change%20root&based-on=root"
+    );
     // Installed packages from the SBOM; frameworks recognised in them.
     let packages = root_doc["packages"].as_array().expect("packages");
     assert!(

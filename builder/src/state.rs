@@ -320,6 +320,7 @@ macro_rules! pins_table {
             ", image TEXT NOT NULL",
             ", digest TEXT NOT NULL",
             ", from_digest TEXT",
+            ", after_scan BIGINT NOT NULL",
             ", actor TEXT NOT NULL",
             ", reason TEXT NOT NULL",
             ", created_at BIGINT NOT NULL",
@@ -813,11 +814,15 @@ impl StateStore {
         rows.map_err(|error| self.query_error("read the scans", None, error))
     }
 
-    /// Hold `pin.image` at `pin.digest` (a rollback); returns its row id.
-    pub async fn record_pin(&self, pin: &Pin) -> Result<i64, StateError> {
-        let sql = "INSERT INTO pins (image, digest, from_digest, actor, reason, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
-        let id: Result<i64, sqlx::Error> = on_pool!(&self.backend, pool => {
+    /// Hold `pin.image` at `pin.digest` (a rollback); returns the pin as
+    /// stored. Its `after_scan` is the newest scan row id at the moment it is
+    /// written (in the same statement): a digest first published by a later
+    /// row supersedes it, whatever the clocks of the machines say.
+    pub async fn record_pin(&self, pin: &Pin) -> Result<Pin, StateError> {
+        let sql = "INSERT INTO pins (image, digest, from_digest, after_scan, actor, reason, created_at) \
+                   VALUES ($1, $2, $3, (SELECT COALESCE(MAX(id), 0) FROM scans), $4, $5, $6) \
+                   RETURNING after_scan";
+        let after: Result<i64, sqlx::Error> = on_pool!(&self.backend, pool => {
             sqlx::query_scalar(sql)
                 .bind(&pin.image)
                 .bind(&pin.digest)
@@ -828,12 +833,17 @@ impl StateStore {
                 .fetch_one(pool)
                 .await
         });
-        id.map_err(|error| self.query_error("record the rollback", Some(&pin.image), error))
+        let after_scan = after
+            .map_err(|error| self.query_error("record the rollback", Some(&pin.image), error))?;
+        Ok(Pin {
+            after_scan,
+            ..pin.clone()
+        })
     }
 
     /// The newest pin of every image that has one.
     pub async fn latest_pins(&self) -> Result<Vec<Pin>, StateError> {
-        let sql = "SELECT image, digest, from_digest, actor, reason, created_at FROM pins \
+        let sql = "SELECT image, digest, from_digest, after_scan, actor, reason, created_at FROM pins \
                    WHERE id IN (SELECT MAX(id) FROM pins GROUP BY image) ORDER BY image";
         let rows: Result<Vec<Pin>, sqlx::Error> = on_pool!(&self.backend, pool => {
             match sqlx::query(sql).fetch_all(pool).await {
@@ -844,6 +854,7 @@ impl StateStore {
                             image: row.try_get("image")?,
                             digest: row.try_get("digest")?,
                             from_digest: row.try_get("from_digest")?,
+                            after_scan: row.try_get("after_scan")?,
                             actor: row.try_get("actor")?,
                             reason: row.try_get("reason")?,
                             created_at: row.try_get("created_at")?,

@@ -225,6 +225,7 @@ async fn check_publication(store: &StateStore) {
                 image: image.to_string(),
                 digest: format!("sha256:{:064x}", i),
                 from_digest: (i == 1).then(|| "sha256:old".to_string()),
+                after_scan: -1,
                 actor: "cli:alice".to_string(),
                 reason: "«broken» release".to_string(),
                 created_at: 1_700_000_000_000 + i64::try_from(i).expect("small"),
@@ -234,6 +235,8 @@ async fn check_publication(store: &StateStore) {
     }
     let pins = store.latest_pins().await.expect("pins");
     assert_eq!(pins.len(), 2);
+    // The store, not the caller, says which scan rows the pin comes after.
+    assert_eq!(pins[0].after_scan, rows[3].id);
     assert_eq!(pins[0].image, "nb");
     assert_eq!(pins[0].digest, format!("sha256:{:064x}", 1));
     assert_eq!(pins[0].from_digest.as_deref(), Some("sha256:old"));

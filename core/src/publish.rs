@@ -3,14 +3,18 @@
 //! from the state store's scan rows and rollback pins.
 //!
 //! Pure: the caller reads the rows. The rules:
-//! - a digest is **eligible** when its newest scan row is a pass and is
-//!   published (a rescan that rejects it withdraws it);
-//! - eligible digests are ordered by when they were **first** published,
-//!   newest first, so re-recording an old digest never makes it current
-//!   again;
+//! - a digest is **eligible** when its newest scan row is a pass and some
+//!   scan row published it
+//!   (a rescan that rejects it withdraws it); a later pass that could not
+//!   move the tags (`published` false) does not withdraw a digest that was
+//!   published before;
+//! - eligible digests are ordered by when they were **first** published
+//!   (scan row order), newest first, so re-recording an old digest never
+//!   makes it current again;
 //! - a **pin** (`labforge rollback`) holds the image at its digest while that
-//!   digest is eligible and no digest was first published after the pin was
-//!   made (a fixed release supersedes the rollback).
+//!   digest is eligible and no digest was first published by a scan row
+//!   newer than the pin (a fixed release supersedes the rollback). Row ids,
+//!   not clocks: the builder and the operator may be on different machines.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +41,9 @@ pub struct Pin {
     pub digest: String,
     /// The digest that was current when the pin was made.
     pub from_digest: Option<String>,
+    /// The newest `scans` row id when the pin was recorded (set by the state
+    /// store): digests first published by later rows supersede the pin.
+    pub after_scan: i64,
     /// Who asked for it (user name, or `cli:<login>`).
     pub actor: String,
     pub reason: String,
@@ -51,6 +58,8 @@ pub struct Candidate {
     pub repository: String,
     /// Unix ms of its first published scan row.
     pub first_published_at: i64,
+    /// Row id of its first published scan row.
+    pub first_published_row: i64,
 }
 
 /// What is published for one image.
@@ -104,7 +113,7 @@ pub fn select(rows: &[ScanRow], pin: Option<&Pin>) -> Publication {
     }
     let mut eligible: Vec<(i64, Candidate)> = newest
         .iter()
-        .filter(|(_, row)| row.published && row.verdict == "pass")
+        .filter(|(_, row)| row.verdict == "pass")
         .filter_map(|(digest, row)| {
             let first = first_published.get(digest)?;
             Some((
@@ -113,23 +122,23 @@ pub fn select(rows: &[ScanRow], pin: Option<&Pin>) -> Publication {
                     digest: (*digest).to_string(),
                     repository: row.repository.clone(),
                     first_published_at: first.created_at,
+                    first_published_row: first.id,
                 },
             ))
         })
         .collect();
     eligible.sort_by_key(|b| std::cmp::Reverse(b.0));
     let eligible: Vec<Candidate> = eligible.into_iter().map(|(_, c)| c).collect();
-    let newest_at = eligible.first().map(|c| c.first_published_at);
     let held = pin.and_then(|pin| {
         let at = eligible.iter().position(|c| c.digest == pin.digest)?;
         let superseded = eligible
             .iter()
-            .any(|c| c.first_published_at > pin.created_at);
+            .any(|c| c.first_published_row > pin.after_scan);
         (!superseded).then_some((at, pin.clone()))
     });
     let (current, pin) = match held {
         Some((at, pin)) => (Some(at), Some(pin)),
-        None => (newest_at.map(|_| 0), None),
+        None => ((!eligible.is_empty()).then_some(0), None),
     };
     Publication {
         eligible,
@@ -154,14 +163,17 @@ mod tests {
         }
     }
 
-    fn pin(digest: &str, at: i64) -> Pin {
+    /// A pin recorded when `after_scan` was the newest scan row. Its clock
+    /// is deliberately far off: only row order counts.
+    fn pin(digest: &str, after_scan: i64) -> Pin {
         Pin {
             image: "nb".into(),
             digest: digest.into(),
             from_digest: None,
+            after_scan,
             actor: "t".into(),
             reason: String::new(),
-            created_at: at,
+            created_at: 0,
         }
     }
 
@@ -203,7 +215,7 @@ mod tests {
     #[test]
     fn a_pin_holds_until_a_newer_digest_is_published() {
         let rows = [row(1, "a", "pass", true), row(2, "b", "pass", true)];
-        let p = select(&rows, Some(&pin("a", 2500)));
+        let p = select(&rows, Some(&pin("a", 2)));
         assert_eq!(p.current().map(|c| c.digest.as_str()), Some("a"));
         assert!(p.pin.is_some());
         // The rolled-back digest is not offered as a version.
@@ -213,9 +225,13 @@ mod tests {
             row(2, "b", "pass", true),
             row(3, "c", "pass", true),
         ];
-        let p = select(&rows, Some(&pin("a", 2500)));
+        let p = select(&rows, Some(&pin("a", 2)));
         assert_eq!(p.current().map(|c| c.digest.as_str()), Some("c"));
         assert!(p.pin.is_none());
+        // A pin made after c was published (row 3) holds, even though its
+        // clock says it is older than everything.
+        let p = select(&rows, Some(&pin("a", 3)));
+        assert_eq!(p.current().map(|c| c.digest.as_str()), Some("a"));
     }
 
     #[test]
@@ -225,7 +241,19 @@ mod tests {
             row(2, "b", "pass", true),
             row(3, "a", "fail", false),
         ];
-        let p = select(&rows, Some(&pin("a", 2500)));
+        let p = select(&rows, Some(&pin("a", 3)));
         assert_eq!(p.current().map(|c| c.digest.as_str()), Some("b"));
+    }
+
+    #[test]
+    fn a_pass_that_could_not_move_the_tags_does_not_withdraw() {
+        // A rescan passed but its tag move failed: recorded as a pass that
+        // is not published. The digest stays what users get.
+        let rows = [
+            row(1, "a", "pass", true),
+            row(2, "b", "pass", true),
+            row(3, "b", "pass", false),
+        ];
+        assert_eq!(digests(&select(&rows, None)), ["b", "a"]);
     }
 }

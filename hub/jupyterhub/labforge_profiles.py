@@ -134,11 +134,6 @@ def labforge_parse_profiles(body):
         raise ValueError(
             f"answer is a JSON {type(data).__name__}, not a list of profiles"
         )
-    if not data:
-        raise ValueError(
-            "answer is an empty profile list (KubeSpawner would start the "
-            "hub's default image)"
-        )
     for index, profile in enumerate(data):
         where = f"profile #{index}"
         if not isinstance(profile, dict):
@@ -178,6 +173,21 @@ async def _labforge_fetch(url, token, timeout, etag):
     return response.code, response.body or b"", response.headers.get("ETag")
 
 
+def _labforge_nonempty(profiles, spawner, groups):
+    """A copy of ``profiles``; an empty list is refused with a clear error.
+
+    KubeSpawner given ``[]`` starts the hub's default image instead of
+    saying that nothing is available, so the spawn fails here with a reason.
+    """
+    if not profiles:
+        raise RuntimeError(
+            f"the labforge hub offers no environment to {spawner.user.name} "
+            f"(groups: {', '.join(groups) or 'none'}); ask the hub's "
+            "maintainers which environments your course may use"
+        )
+    return copy.deepcopy(profiles)
+
+
 async def labforge_profile_list(spawner):
     """KubeSpawner ``profile_list`` callable: the user's profiles from labforge."""
     base_url, token, timeout = _labforge_settings()
@@ -195,19 +205,23 @@ async def labforge_profile_list(spawner):
         reason = f"{type(e).__name__}: {e}"
     else:
         if status == 304 and cached is not None:
-            return copy.deepcopy(cached["profiles"])
+            return _labforge_nonempty(cached["profiles"], spawner, groups)
         if status == 200:
             try:
                 profiles = labforge_parse_profiles(body)
             except ValueError as e:
                 reason = f"bad answer from {url}: {e}"
             else:
+                # An empty list is an answer, not a failure: nothing is
+                # available to these groups (e.g. every image they had was
+                # withdrawn by a failing rescan). It replaces the cached list,
+                # so a withdrawn image is never offered again from the cache.
                 _labforge_profile_cache[key] = {
                     "profiles": profiles,
                     "etag": etag,
                     "fetched_at": time.time(),
                 }
-                return copy.deepcopy(profiles)
+                return _labforge_nonempty(profiles, spawner, groups)
         else:
             snippet = body[:200].decode("utf-8", "replace").strip()
             reason = f"HTTP {status} from {url}" + (f": {snippet}" if snippet else "")
@@ -217,6 +231,8 @@ async def labforge_profile_list(spawner):
             f"labforge hub {base_url} unreachable: {reason}; "
             "no earlier profile list to fall back on"
         )
+    if not cached["profiles"]:
+        return _labforge_nonempty(cached["profiles"], spawner, groups)
     age = int(time.time() - cached["fetched_at"])
     spawner.log.warning(
         "labforge hub %s unreachable: %s; using the last good profile list "

@@ -675,7 +675,6 @@ class Fallback(unittest.IsolatedAsyncioTestCase):
         for body, reason in (
             (b"<html>oops</html>", "not JSON"),
             (b'{"profiles": []}', "not a list"),
-            (b"[]", "empty profile list"),
             (b'["x"]', "not an object"),
             (b'[{"slug": "a"}]', "display_name"),
         ):
@@ -686,6 +685,18 @@ class Fallback(unittest.IsolatedAsyncioTestCase):
                 self.assertEqual(got, self.profiles)
                 warnings = [m for level, m in spawner.log_messages if level == "WARNING"]
                 self.assertTrue(any(reason in m for m in warnings), (reason, warnings))
+
+    async def test_empty_list_is_an_answer_not_a_failure(self):
+        await lp.labforge_profile_list(self.spawner())  # a good list cached
+        self.hub.mode = "raw"
+        self.hub.raw_body = b"[]"
+        with self.assertRaisesRegex(RuntimeError, "offers no environment"):
+            await lp.labforge_profile_list(self.spawner())
+        # The empty answer replaced the cached list: an outage now does not
+        # bring back images that were withdrawn.
+        self.hub.mode = "500"
+        with self.assertRaisesRegex(RuntimeError, "offers no environment"):
+            await lp.labforge_profile_list(self.spawner())
 
     async def test_wrapped_answer_is_unwrapped(self):
         self.hub.mode = "raw"

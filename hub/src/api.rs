@@ -307,6 +307,7 @@ async fn rollback(
         let actor = format!("api:{}", request.actor.as_deref().unwrap_or("admin"));
         let done = crate::rollback::rollback(
             hub.store(),
+            Some(hub.registry_options()),
             &name,
             request.to.as_deref(),
             &actor,
@@ -317,6 +318,7 @@ async fn rollback(
             let status = match e {
                 crate::rollback::RollbackError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 crate::rollback::RollbackError::NothingPublished { .. } => StatusCode::NOT_FOUND,
+                crate::rollback::RollbackError::RegistryCheck { .. } => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::CONFLICT,
             };
             error(status, e)

@@ -107,6 +107,10 @@ impl Hub {
         self.loader.store()
     }
 
+    pub fn registry_options(&self) -> &labforge_builder::registry::RegistryOptions {
+        self.loader.registry_options()
+    }
+
     /// Load now and swap the new snapshot in; on failure keep the old one
     /// and record why. Returns the snapshot served afterwards.
     pub async fn reload(&self, recheck: bool) -> Result<Arc<Snapshot>, String> {

@@ -30,6 +30,16 @@ pub enum LoadError {
     State(#[from] StateError),
     #[error("{}", .0.join("; "))]
     Snapshot(Vec<String>),
+    #[error(
+        "the registry did not answer for {} published digest(s) never checked before: {}{}; is it running?",
+        .unknown.len(),
+        .unknown.join(", "),
+        .errors.first().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    Registry {
+        unknown: Vec<String>,
+        errors: Vec<String>,
+    },
 }
 
 /// What a load found besides the snapshot: for logs, `/readyz` and metrics.
@@ -51,6 +61,8 @@ struct Cache {
     facts: HashMap<String, DigestFacts>,
     /// Digest → when presence was last confirmed or denied.
     checked_at: HashMap<String, Instant>,
+    /// Digest → the scan row its scan summary and SBOM were read from.
+    scan_row: HashMap<String, i64>,
 }
 
 pub struct Loader {
@@ -84,6 +96,10 @@ impl Loader {
         &self.store
     }
 
+    pub fn registry_options(&self) -> &RegistryOptions {
+        &self.registry_options
+    }
+
     /// The state store's change marker (cheap: polled between loads).
     pub async fn marker(&self) -> Result<labforge_builder::state::Marker, StateError> {
         self.store.marker().await
@@ -108,6 +124,11 @@ impl Loader {
 
     /// Read everything and build a snapshot. `recheck` asks the registry
     /// again about every digest, not only new or stale ones.
+    ///
+    /// A current digest whose presence the registry has never answered
+    /// (it cannot be reached, and there is no earlier answer) fails the
+    /// load: the last good snapshot stays and `/readyz` says why, rather
+    /// than an empty catalog being served as if everything were deleted.
     pub async fn load(
         &self,
         generation: u64,
@@ -124,12 +145,28 @@ impl Loader {
         let pins = self.store.latest_pins().await?;
         let counts = self.store.counts().await?;
         let publications = publications(&catalog, &rows, &pins);
-        let wanted: Vec<(String, String, String)> = publications
+        // The newest scan row of each digest: a rescan changes its summary.
+        let newest_row: HashMap<(&str, &str), i64> = rows
+            .iter()
+            .map(|r| ((r.image.as_str(), r.digest.as_str()), r.id))
+            .collect();
+        let wanted: Vec<Wanted> = publications
             .iter()
             .flat_map(|(image, p)| {
                 p.versions(self.options.spawner.previous_versions)
                     .into_iter()
-                    .map(move |c| (image.clone(), c.repository.clone(), c.digest.clone()))
+                    .enumerate()
+                    .map(|(i, c)| Wanted {
+                        image: image.clone(),
+                        repository: c.repository.clone(),
+                        digest: c.digest.clone(),
+                        current: i == 0,
+                        scan_row: newest_row
+                            .get(&(image.as_str(), c.digest.as_str()))
+                            .copied()
+                            .unwrap_or(0),
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
         let mut report = LoadReport {
@@ -138,16 +175,29 @@ impl Loader {
             ..LoadReport::default()
         };
         self.refresh_facts(&wanted, recheck, &mut report).await?;
-        let facts = self
-            .cache
-            .lock()
-            .map(|c| c.facts.clone())
-            .unwrap_or_default();
-        for (image, repository, digest) in &wanted {
-            if !facts.get(digest).is_some_and(|f| f.present) {
+        let (facts, answered) = {
+            let cache = self.cache.lock().map_err(|_| poisoned())?;
+            (
+                cache.facts.clone(),
+                cache.checked_at.keys().cloned().collect::<BTreeSet<_>>(),
+            )
+        };
+        let unknown: Vec<String> = wanted
+            .iter()
+            .filter(|w| w.current && !answered.contains(&w.digest))
+            .map(|w| format!("{} ({}@{})", w.image, w.repository, w.digest))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(LoadError::Registry {
+                unknown,
+                errors: report.registry_errors.clone(),
+            });
+        }
+        for w in &wanted {
+            if !facts.get(&w.digest).is_some_and(|f| f.present) {
                 report
                     .missing
-                    .push((image.clone(), format!("{repository}@{digest}")));
+                    .push((w.image.clone(), format!("{}@{}", w.repository, w.digest)));
             }
         }
         let snapshot = Snapshot::build(Inputs {
@@ -162,59 +212,68 @@ impl Loader {
         Ok((snapshot, report))
     }
 
-    /// Fill the cache for every wanted digest: scan summary and SBOM, build
-    /// record (once per digest), size and presence (new, stale or `recheck`).
+    /// Fill the cache for every wanted digest: scan summary and SBOM (again
+    /// when a newer scan row exists), build record (once), size and
+    /// presence (new, stale or `recheck`); forget digests no longer wanted.
     async fn refresh_facts(
         &self,
-        wanted: &[(String, String, String)],
+        wanted: &[Wanted],
         recheck: bool,
         report: &mut LoadReport,
     ) -> Result<(), StateError> {
         let now = Instant::now();
-        let (known, stale): (BTreeSet<String>, BTreeSet<String>) = {
-            let cache = self.cache.lock().map_err(|_| poisoned())?;
-            let known = cache.facts.keys().cloned().collect();
+        let (documented, stale): (HashMap<String, i64>, BTreeSet<String>) = {
+            let mut cache = self.cache.lock().map_err(|_| poisoned())?;
+            let keep: BTreeSet<&str> = wanted.iter().map(|w| w.digest.as_str()).collect();
+            cache.facts.retain(|d, _| keep.contains(d.as_str()));
+            cache.checked_at.retain(|d, _| keep.contains(d.as_str()));
+            cache.scan_row.retain(|d, _| keep.contains(d.as_str()));
             let stale = wanted
                 .iter()
-                .filter(|(_, _, d)| {
+                .filter(|w| {
                     recheck
                         || cache
                             .checked_at
-                            .get(d)
+                            .get(&w.digest)
                             .is_none_or(|at| now.duration_since(*at) >= self.registry_check)
                 })
-                .map(|(_, _, d)| d.clone())
+                .map(|w| w.digest.clone())
                 .collect();
-            (known, stale)
+            (cache.scan_row.clone(), stale)
         };
-        // Documents of new digests, from the state store.
-        for (image, _, digest) in wanted {
-            if known.contains(digest) {
+        // Documents of new or rescanned digests, from the state store.
+        for w in wanted {
+            if documented.get(&w.digest) == Some(&w.scan_row) {
                 continue;
             }
-            let mut facts = DigestFacts::default();
-            if let Some(scan) = self.store.latest_scan(image, Some(digest)).await? {
+            let scan = self.store.latest_scan(&w.image, Some(&w.digest)).await?;
+            let record = if documented.contains_key(&w.digest) {
+                None
+            } else {
+                self.store.record_of_digest(&w.image, &w.digest).await?
+            };
+            let mut cache = self.cache.lock().map_err(|_| poisoned())?;
+            let facts = cache.facts.entry(w.digest.clone()).or_default();
+            if let Some(scan) = scan {
                 facts.scan = scan_doc(&scan);
                 facts.inventory = labforge_core::scan::cyclonedx::from_json(scan.sbom.as_bytes())
                     .map_err(|e| {
-                        tracing::warn!(image = %image, digest = %digest, error = %e, "cannot read the SBOM on record");
+                        tracing::warn!(image = %w.image, digest = %w.digest, error = %e, "cannot read the SBOM on record");
                     })
                     .ok()
                     .map(Arc::new);
             }
-            if let Some(record) = self.store.record_of_digest(image, digest).await? {
+            if let Some(record) = record {
                 facts.built_at = Some(record.finished_at);
                 facts.content_tag = Some(record.content_tag);
             }
-            if let Ok(mut cache) = self.cache.lock() {
-                cache.facts.insert(digest.clone(), facts);
-            }
+            cache.scan_row.insert(w.digest.clone(), w.scan_row);
         }
         // Presence and size, from the registry.
         let targets: Vec<(&str, &str)> = wanted
             .iter()
-            .filter(|(_, _, d)| stale.contains(d))
-            .map(|(_, r, d)| (r.as_str(), d.as_str()))
+            .filter(|w| stale.contains(&w.digest))
+            .map(|w| (w.repository.as_str(), w.digest.as_str()))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -246,6 +305,8 @@ impl Loader {
                     cache.checked_at.insert(digest.to_string(), now);
                 }
                 Err(e) => {
+                    // The last answer (if any) stands; without one the
+                    // digest is unknown, which fails the load if it is current.
                     tracing::warn!(repository = %repository, digest = %digest, error = %e, "cannot check a published digest in the registry");
                     report.registry_errors.push(e.to_string());
                 }
@@ -253,6 +314,17 @@ impl Loader {
         }
         Ok(())
     }
+}
+
+/// A digest the snapshot needs facts about.
+struct Wanted {
+    image: String,
+    repository: String,
+    digest: String,
+    /// The digest users get (not an earlier version).
+    current: bool,
+    /// Its newest scan row id.
+    scan_row: i64,
 }
 
 fn poisoned() -> StateError {

@@ -4,8 +4,9 @@
 //! after the pin supersedes it. Used by `labforge rollback` and by
 //! `POST /api/v1/images/{name}/rollback`.
 
+use labforge_builder::registry::{ImageRef, RegistryClient, RegistryOptions};
 use labforge_builder::state::{Pin, StateError, StateStore};
-use labforge_core::publish;
+use labforge_core::publish::{self, Publication};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RollbackError {
@@ -27,6 +28,18 @@ pub enum RollbackError {
     },
     #[error("{image} is already at {digest}")]
     AlreadyCurrent { image: String, digest: String },
+    #[error(
+        "{reference} is not in the registry any more, so users could not start it; pick another digest with --to"
+    )]
+    NotInRegistry { reference: String },
+    #[error(
+        "cannot check that {reference} is in the registry: {message}; nothing was changed, try again"
+    )]
+    RegistryCheck { reference: String, message: String },
+    #[error(
+        "{image} was published again while rolling back ({current} is newer than the rollback); nothing is held, run the rollback again if it is still needed"
+    )]
+    Superseded { image: String, current: String },
 }
 
 /// What a rollback did.
@@ -38,15 +51,7 @@ pub struct RolledBack {
     pub reference: String,
 }
 
-/// Pin `image` to `to` (a published digest), or to the digest before the
-/// current one.
-pub async fn rollback(
-    store: &StateStore,
-    image: &str,
-    to: Option<&str>,
-    actor: &str,
-    reason: &str,
-) -> Result<RolledBack, RollbackError> {
+async fn publication_of(store: &StateStore, image: &str) -> Result<Publication, StateError> {
     let rows: Vec<_> = store
         .scan_rows()
         .await?
@@ -54,7 +59,24 @@ pub async fn rollback(
         .filter(|r| r.image == image)
         .collect();
     let pins = store.latest_pins().await?;
-    let publication = publish::select(&rows, pins.iter().find(|p| p.image == image));
+    Ok(publish::select(
+        &rows,
+        pins.iter().find(|p| p.image == image),
+    ))
+}
+
+/// Pin `image` to `to` (a published digest), or to the digest before the
+/// current one. With `registry` (how to reach it), the target must still be
+/// in the registry.
+pub async fn rollback(
+    store: &StateStore,
+    registry: Option<&RegistryOptions>,
+    image: &str,
+    to: Option<&str>,
+    actor: &str,
+    reason: &str,
+) -> Result<RolledBack, RollbackError> {
+    let publication = publication_of(store, image).await?;
     let Some(current) = publication.current() else {
         return Err(RollbackError::NothingPublished {
             image: image.to_string(),
@@ -88,21 +110,55 @@ pub async fn rollback(
             digest: target.digest.clone(),
         });
     }
+    let reference = format!("{}@{}", target.repository, target.digest);
+    if let Some(options) = registry {
+        let (host, path) = target
+            .repository
+            .split_once('/')
+            .unwrap_or((target.repository.as_str(), ""));
+        let check = |e: labforge_builder::registry::RegistryError| RollbackError::RegistryCheck {
+            reference: reference.clone(),
+            message: e.to_string(),
+        };
+        let client = RegistryClient::new(options.clone(), &[host]).map_err(check)?;
+        let found = client
+            .manifest_digest(&ImageRef {
+                registry: host.to_string(),
+                repository: path.to_string(),
+                reference: target.digest.clone(),
+            })
+            .await
+            .map_err(check)?;
+        if found.is_none() {
+            return Err(RollbackError::NotInRegistry { reference });
+        }
+    }
     store
         .record_pin(&Pin {
             image: image.to_string(),
             digest: target.digest.clone(),
             from_digest: Some(current.digest.clone()),
+            after_scan: 0,
             actor: actor.to_string(),
             reason: reason.to_string(),
             created_at: labforge_builder::state::unix_ms_now(),
         })
         .await?;
+    // A build may have published between the read above and the pin.
+    let now = publication_of(store, image).await?;
+    if let Some(c) = now.current()
+        && c.digest != target.digest
+    {
+        return Err(RollbackError::Superseded {
+            image: image.to_string(),
+            current: c.digest.clone(),
+        });
+    }
     tracing::info!(image = %image, from = %current.digest, to = %target.digest, actor = %actor, "rolled back");
     Ok(RolledBack {
         image: image.to_string(),
         from: current.digest.clone(),
         to: target.digest.clone(),
-        reference: format!("{}@{}", target.repository, target.digest),
+        reference,
     })
 }

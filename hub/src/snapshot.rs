@@ -21,6 +21,12 @@ use crate::doc::{
     Unavailable, VersionDoc,
 };
 
+/// The issue form people request environments with
+/// (`.github/ISSUE_TEMPLATE/<this>` in the catalog repository), and the id
+/// of its "based on" field, which the request-a-change link fills in.
+pub const ISSUE_FORM: &str = "image-request.yml";
+pub const FORM_BASED_ON: &str = "based-on";
+
 /// A response body with its strong ETag.
 #[derive(Debug, Clone)]
 pub struct Body {
@@ -214,10 +220,12 @@ impl Snapshot {
             images: docs,
             unavailable,
         };
-        let summaries = CatalogDoc {
-            images: catalog_doc.images.iter().map(summary).collect(),
-            ..catalog_doc.clone()
-        };
+        // Without the generation and load time: the ETag changes only when
+        // what is published changes, not on every reload (those are in /readyz).
+        let summaries = serde_json::json!({
+            "images": catalog_doc.images.iter().map(summary).collect::<Vec<_>>(),
+            "unavailable": catalog_doc.unavailable,
+        });
         let catalog_json = Body::new(
             serde_json::to_vec_pretty(&summaries).map_err(|e| vec![format!("catalog: {e}")])?,
         );
@@ -428,7 +436,7 @@ fn image_doc(
         launch_url,
         request_change_url: source.map(|s| {
             format!(
-                "{s}/issues/new?template=image-request.yml&title={}&based-on={}",
+                "{s}/issues/new?template={ISSUE_FORM}&title={}&{FORM_BASED_ON}={}",
                 percent_encode(&format!("Change {}", image.name)),
                 percent_encode(&image.name)
             )

@@ -1,7 +1,7 @@
 //! The router without a socket (`oneshot`): tokens, limits, bad input,
 //! readiness before and after loads, and a registry that cannot be reached.
-//! The state store is a real SQLite file; the registry the published rows
-//! point at is a closed port, so every digest is unconfirmed. (The path
+//! The state store is a real SQLite file; where a published row is needed,
+//! it points at a registry on a closed port, so its digest is unconfirmed. (The path
 //! through a real registry and a real build is in the root's tests/hub.rs.)
 
 use std::path::PathBuf;
@@ -23,25 +23,14 @@ fn sample() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/projects/hub")
 }
 
-async fn hub(catalog: PathBuf, tokens: Tokens) -> (Arc<Hub>, tempfile::TempDir) {
+/// A hub over the sample catalog and a fresh state store; with
+/// `unreachable`, root has a published digest in a registry nobody listens on.
+async fn hub(catalog: PathBuf, tokens: Tokens, unreachable: bool) -> (Arc<Hub>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = StateStore::open_dir(dir.path()).await.expect("state");
-    // One published digest for root, in a registry nobody listens on.
-    store
-        .record_scan(&ScanRecord {
-            image: "root".into(),
-            repository: "127.0.0.1:1/labforge/root".into(),
-            digest: format!("sha256:{}", "a".repeat(64)),
-            hash: "b".repeat(64),
-            verdict: "pass".into(),
-            published: true,
-            summary: serde_json::json!({}),
-            report: "{}".into(),
-            sbom: "{}".into(),
-            created_at: 1_764_000_000_000,
-        })
-        .await
-        .expect("record");
+    if unreachable {
+        record_unreachable(&store).await;
+    }
     let loader = Loader::new(
         Layout {
             catalog,
@@ -65,6 +54,24 @@ async fn hub(catalog: PathBuf, tokens: Tokens) -> (Arc<Hub>, tempfile::TempDir) 
         },
     };
     (Arc::new(Hub::new(loader, settings).expect("hub")), dir)
+}
+
+async fn record_unreachable(store: &StateStore) {
+    store
+        .record_scan(&ScanRecord {
+            image: "root".into(),
+            repository: "127.0.0.1:1/labforge/root".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            hash: "b".repeat(64),
+            verdict: "pass".into(),
+            published: true,
+            summary: serde_json::json!({}),
+            report: "{}".into(),
+            sbom: "{}".into(),
+            created_at: 1_764_000_000_000,
+        })
+        .await
+        .expect("record");
 }
 
 async fn call(
@@ -100,7 +107,7 @@ fn json(bytes: &[u8]) -> serde_json::Value {
 
 #[tokio::test]
 async fn before_the_first_load_everything_says_not_ready() {
-    let (hub, _dir) = hub(sample().join("catalog"), Tokens::default()).await;
+    let (hub, _dir) = hub(sample().join("catalog"), Tokens::default(), false).await;
     let (status, _, body) = call(&hub, "GET", "/readyz", None, vec![]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(&body)["ready"], false);
@@ -119,17 +126,31 @@ async fn before_the_first_load_everything_says_not_ready() {
 }
 
 #[tokio::test]
-async fn an_unreachable_registry_confirms_nothing_and_says_so() {
-    let (hub, _dir) = hub(sample().join("catalog"), Tokens::default()).await;
-    hub.reload(true).await.expect("loads");
-    let (status, _, body) = call(&hub, "GET", "/readyz", None, vec![]).await;
-    assert_eq!(status, StatusCode::OK);
-    let ready = json(&body);
+async fn an_unreachable_registry_is_not_taken_for_deleted_digests() {
+    let (hub, _dir) = hub(sample().join("catalog"), Tokens::default(), true).await;
+    // The published digest was never confirmed and the registry does not
+    // answer: the load fails (nothing is served as if it were deleted).
+    let error = hub.reload(true).await.expect_err("the registry is down");
+    assert!(error.contains("registry did not answer"), "{error}");
     assert!(
-        ready["registry_errors"].to_string().contains("127.0.0.1:1"),
-        "{ready}"
+        error.contains("127.0.0.1:1/labforge/root@sha256:"),
+        "{error}"
     );
-    assert!(ready["missing"].to_string().contains("root"), "{ready}");
+    let (status, _, body) = call(&hub, "GET", "/readyz", None, vec![]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        json(&body)["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("is it running?"))
+    );
+    let (status, _, _) = call(&hub, "GET", "/api/v1/profiles", None, vec![]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn images_with_nothing_published_are_listed_as_unavailable() {
+    let (hub, _dir) = hub(sample().join("catalog"), Tokens::default(), false).await;
+    hub.reload(true).await.expect("loads");
     let (status, _, body) = call(&hub, "GET", "/api/v1/profiles", None, vec![]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json(&body), serde_json::json!([]));
@@ -137,16 +158,14 @@ async fn an_unreachable_registry_confirms_nothing_and_says_so() {
     let catalog = json(&body);
     let unavailable = catalog["unavailable"].as_array().expect("a list");
     assert_eq!(unavailable.len(), 4);
-    let reason = |name: &str| {
-        unavailable
-            .iter()
-            .find(|u| u["name"] == name)
-            .and_then(|u| u["reason"].as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert!(reason("root").contains("missing from the registry"));
-    assert!(reason("leaf").contains("nothing published yet"));
+    assert!(unavailable.iter().all(|u| {
+        u["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("nothing published yet"))
+    }));
+    let (status, _, body) = call(&hub, "GET", "/images/root", None, vec![]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("nothing published yet"));
     let (status, _, body) = call(&hub, "GET", "/api/v1/images/root", None, vec![]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
@@ -154,15 +173,12 @@ async fn an_unreachable_registry_confirms_nothing_and_says_so() {
             .as_str()
             .is_some_and(|e| e.contains("not available"))
     );
-    let (status, _, body) = call(&hub, "GET", "/images/root", None, vec![]).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(String::from_utf8_lossy(&body).contains("missing from the registry"));
 }
 
 #[tokio::test]
 async fn a_catalog_that_does_not_load_is_not_ready_with_the_reason() {
     let empty = tempfile::tempdir().expect("tempdir");
-    let (hub, _dir) = hub(empty.path().to_path_buf(), Tokens::default()).await;
+    let (hub, _dir) = hub(empty.path().to_path_buf(), Tokens::default(), false).await;
     let error = hub.reload(true).await.expect_err("no catalog.yaml");
     assert!(error.contains("catalog.yaml"), "{error}");
     let (status, _, body) = call(&hub, "GET", "/readyz", None, vec![]).await;
@@ -190,7 +206,7 @@ async fn tokens_guard_reads_when_protected_and_admin_always() {
         events: Secret::new("ev3nts"),
         protect_reads: true,
     };
-    let (hub, _dir) = hub(sample().join("catalog"), tokens).await;
+    let (hub, _dir) = hub(sample().join("catalog"), tokens, false).await;
     hub.reload(true).await.expect("loads");
     for uri in ["/api/v1/profiles", "/api/v1/catalog", "/metrics"] {
         let (status, headers, _) = call(&hub, "GET", uri, None, vec![]).await;
@@ -262,7 +278,7 @@ async fn tokens_guard_reads_when_protected_and_admin_always() {
 
 #[tokio::test]
 async fn admin_endpoints_are_off_without_an_admin_token() {
-    let (hub, _dir) = hub(sample().join("catalog"), Tokens::default()).await;
+    let (hub, _dir) = hub(sample().join("catalog"), Tokens::default(), false).await;
     hub.reload(true).await.expect("loads");
     let (status, _, body) = call(&hub, "POST", "/api/v1/publish", Some("x"), vec![]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
