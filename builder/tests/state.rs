@@ -702,7 +702,7 @@ async fn state_sqlite_rejected_round_trips() {
 }
 
 #[tokio::test]
-async fn state_sqlite_migrates_version_1_to_2() {
+async fn state_sqlite_migrates_version_1_to_current() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let file = dir.path().join(SQLITE_FILE);
     {
@@ -1049,7 +1049,7 @@ async fn state_postgres_rejected_round_trips() {
 }
 
 #[tokio::test]
-async fn state_postgres_migrates_version_1_to_2() {
+async fn state_postgres_migrates_version_1_to_current() {
     let (url, schema) = postgres_schema("migrate").await;
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
     for statement in schema_v1("id BIGSERIAL PRIMARY KEY") {
@@ -1065,7 +1065,7 @@ async fn state_postgres_migrates_version_1_to_2() {
         .fetch_all(&mut conn)
         .await
         .expect("query");
-    assert_eq!(rows, [(1, 2)]);
+    assert_eq!(rows, [(1, SCHEMA_VERSION)]);
     let scans_schema: String = sqlx::query_scalar(
         "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'scans' \
          AND table_schema = $1",
