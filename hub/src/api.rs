@@ -7,7 +7,6 @@
 // made at most once per request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Router;
@@ -194,8 +193,7 @@ async fn profiles(
             }
         }
         viewer.see_all = snapshot.is_staff(&viewer.groups);
-        let groups: BTreeSet<&String> = viewer.groups.iter().collect();
-        tracing::debug!(user = ?viewer.user, groups = ?groups, "profile list asked for");
+        tracing::debug!(user = ?viewer.user, groups = ?viewer.groups, "profile list asked for");
         let bodies = snapshot.profiles(&viewer).map_err(|problems| {
             tracing::error!(problems = ?problems, "refusing to serve a profile list that breaks the contract");
             error(StatusCode::INTERNAL_SERVER_ERROR, problems.join("; "))
