@@ -312,7 +312,7 @@ class Gen:
         out += [
             "",
             "env:",
-            '  PIP_DISABLE_PIP_VERSION_CHECK: "1"',
+            '  BENCH_VERSION_CHECK: "1"',
             "",
             "tests:",
             "  - name: jupyterlab",

@@ -111,6 +111,9 @@ pub struct Snapshot {
     all: Arc<ProfileBodies>,
     /// Lists for viewers who see a subset, by the positions they see.
     filtered: Mutex<HashMap<Vec<usize>, Arc<ProfileBodies>>>,
+    /// The same lists by the viewer's groups, so that a repeated viewer is
+    /// one lookup instead of a visibility test of every profile.
+    by_groups: Mutex<HashMap<Vec<String>, Arc<ProfileBodies>>>,
     options: Options,
 }
 
@@ -238,6 +241,7 @@ impl Snapshot {
             profiles,
             all,
             filtered: Mutex::new(HashMap::new()),
+            by_groups: Mutex::new(HashMap::new()),
             options: options.clone(),
         })
     }
@@ -260,6 +264,28 @@ impl Snapshot {
 
     /// The profile list `viewer` may see.
     pub fn profiles(&self, viewer: &Viewer) -> Result<Arc<ProfileBodies>, Vec<String>> {
+        if viewer.see_all {
+            return Ok(Arc::clone(&self.all));
+        }
+        let groups: Vec<String> = viewer.groups.iter().cloned().collect();
+        if let Some(hit) = self
+            .by_groups
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&groups).cloned())
+        {
+            return Ok(hit);
+        }
+        let bodies = self.profiles_uncached(viewer)?;
+        if let Ok(mut cache) = self.by_groups.lock()
+            && cache.len() < FILTERED_CACHE_LIMIT
+        {
+            cache.insert(groups, Arc::clone(&bodies));
+        }
+        Ok(bodies)
+    }
+
+    fn profiles_uncached(&self, viewer: &Viewer) -> Result<Arc<ProfileBodies>, Vec<String>> {
         let positions: Vec<usize> = self
             .profiles
             .images
