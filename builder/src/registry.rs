@@ -425,6 +425,19 @@ fn basic(user: &str, password: &str) -> String {
     out
 }
 
+/// The compressed size an image manifest describes: its config and layers.
+/// `None` for an index (or anything that is not an image manifest).
+fn manifest_bytes(body: &[u8]) -> Option<u64> {
+    let manifest: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let config = manifest.get("config")?.get("size")?.as_u64()?;
+    let layers = manifest.get("layers")?.as_array()?;
+    layers
+        .iter()
+        .map(|l| l.get("size").and_then(serde_json::Value::as_u64))
+        .sum::<Option<u64>>()
+        .map(|sum| sum + config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,17 +458,4 @@ mod tests {
         assert_eq!(basic("labforge", "secret"), "Basic bGFiZm9yZ2U6c2VjcmV0");
         assert_eq!(basic("a", "b"), "Basic YTpi");
     }
-}
-
-/// The compressed size an image manifest describes: its config and layers.
-/// `None` for an index (or anything that is not an image manifest).
-fn manifest_bytes(body: &[u8]) -> Option<u64> {
-    let manifest: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let config = manifest.get("config")?.get("size")?.as_u64()?;
-    let layers = manifest.get("layers")?.as_array()?;
-    layers
-        .iter()
-        .map(|l| l.get("size").and_then(serde_json::Value::as_u64))
-        .sum::<Option<u64>>()
-        .map(|sum| sum + config)
 }
