@@ -93,17 +93,9 @@ pub struct Catalog {
 pub fn resolve(catalog: &Catalog, text: &str) -> Result<Resolved> {
     let (name, reference) = split_reference(text);
     if name.contains('/') {
-        let (host, path) = name
-            .split_once('/')
-            .with_context(|| format!("{text:?} is not HOST/PATH[:TAG|@DIGEST]"))?;
-        let reference = reference.unwrap_or("latest").to_string();
         return Ok(Resolved {
             repository: name.to_string(),
-            image_ref: ImageRef {
-                registry: host.to_string(),
-                repository: path.to_string(),
-                reference,
-            },
+            image_ref: ImageRef::in_repository(name, reference.unwrap_or("latest")),
         });
     }
     let analyzed = catalog.analyzed.as_ref().with_context(|| {

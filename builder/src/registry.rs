@@ -49,6 +49,16 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
+    /// `reference` in a full repository name `host[:port]/path`.
+    pub fn in_repository(repository: &str, reference: &str) -> ImageRef {
+        let (registry, path) = repository.split_once('/').unwrap_or((repository, ""));
+        ImageRef {
+            registry: registry.to_string(),
+            repository: path.to_string(),
+            reference: reference.to_string(),
+        }
+    }
+
     /// Where credentials apply: the registry and repository.
     fn scope(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
@@ -73,6 +83,13 @@ pub struct RegistryOptions {
     pub username: Option<String>,
     pub password: Option<String>,
     pub timeout: Option<Duration>,
+}
+
+/// The `host[:port]` of a full repository name `host[:port]/path`.
+pub fn host_of(repository: &str) -> &str {
+    repository
+        .split_once('/')
+        .map_or(repository, |(host, _)| host)
 }
 
 /// Is this `host[:port]` on the loopback interface?
@@ -383,6 +400,22 @@ impl RegistryClient {
                 url: url.to_string(),
                 message: labforge_core::error_chain(&e),
             })
+    }
+
+    /// [`Self::manifest_size`] for many images concurrently (at most
+    /// `concurrency` at once); answers come back in the order asked.
+    pub async fn manifest_sizes(
+        self: &Arc<Self>,
+        images: &[ImageRef],
+        concurrency: usize,
+    ) -> Vec<Result<Option<(String, Option<u64>)>, RegistryError>> {
+        stream::iter(images.iter().cloned().map(|image| {
+            let client = Arc::clone(self);
+            async move { client.manifest_size(&image).await }
+        }))
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
     }
 
     /// Check many images concurrently (at most `concurrency` at once);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use labforge_builder::project::Layout;
-use labforge_builder::registry::{ImageRef, RegistryClient, RegistryOptions};
+use labforge_builder::registry::{ImageRef, RegistryClient, RegistryOptions, host_of};
 use labforge_builder::state::{Pin, ScanRow, StateError, StateStore};
 use labforge_core::publish::{self, Publication};
 use labforge_core::scan::policy::Report;
@@ -289,7 +289,11 @@ impl Loader {
                 return Ok(());
             }
         };
-        let answers = check_presence(&client, &targets).await;
+        let images: Vec<ImageRef> = targets
+            .iter()
+            .map(|(repository, digest)| ImageRef::in_repository(repository, digest))
+            .collect();
+        let answers = client.manifest_sizes(&images, 8).await;
         report.checked += targets.len();
         let mut cache = self.cache.lock().map_err(|_| poisoned())?;
         for ((repository, digest), answer) in targets.iter().zip(answers) {
@@ -332,55 +336,6 @@ fn poisoned() -> StateError {
         image: String::new(),
         message: "the hub's digest cache lock is poisoned".into(),
     }
-}
-
-/// Ask the registry about each `(repository, digest)`, 8 at a time, answers
-/// in the order asked.
-async fn check_presence(
-    client: &Arc<RegistryClient>,
-    targets: &[(&str, &str)],
-) -> Vec<Result<Option<(String, Option<u64>)>, labforge_builder::registry::RegistryError>> {
-    let mut set = tokio::task::JoinSet::new();
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(8));
-    for (i, (repository, digest)) in targets.iter().enumerate() {
-        let client = Arc::clone(client);
-        let semaphore = Arc::clone(&semaphore);
-        let image = ImageRef {
-            registry: host_of(repository).to_string(),
-            repository: repository
-                .split_once('/')
-                .map_or(String::new(), |(_, p)| p.to_string()),
-            reference: digest.to_string(),
-        };
-        set.spawn(async move {
-            let _permit = semaphore.acquire_owned().await;
-            (i, client.manifest_size(&image).await)
-        });
-    }
-    let mut answers: Vec<Option<_>> = (0..targets.len()).map(|_| None).collect();
-    while let Some(joined) = set.join_next().await {
-        if let Ok((i, answer)) = joined
-            && let Some(slot) = answers.get_mut(i)
-        {
-            *slot = Some(answer);
-        }
-    }
-    answers
-        .into_iter()
-        .map(|a| {
-            a.unwrap_or_else(|| {
-                Err(labforge_builder::registry::RegistryError::Unreachable {
-                    url: "(presence check)".into(),
-                    message: "the check did not finish".into(),
-                })
-            })
-        })
-        .collect()
-}
-
-/// `host[:port]` of `host[:port]/path`.
-fn host_of(repository: &str) -> &str {
-    repository.split_once('/').map_or(repository, |(h, _)| h)
 }
 
 /// What is published for each catalog image, from the scan rows and pins.

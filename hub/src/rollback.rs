@@ -112,23 +112,14 @@ pub async fn rollback(
     }
     let reference = format!("{}@{}", target.repository, target.digest);
     if let Some(options) = registry {
-        let (host, path) = target
-            .repository
-            .split_once('/')
-            .unwrap_or((target.repository.as_str(), ""));
+        let image = ImageRef::in_repository(&target.repository, &target.digest);
         let check = |e: labforge_builder::registry::RegistryError| RollbackError::RegistryCheck {
             reference: reference.clone(),
             message: e.to_string(),
         };
-        let client = RegistryClient::new(options.clone(), &[host]).map_err(check)?;
-        let found = client
-            .manifest_digest(&ImageRef {
-                registry: host.to_string(),
-                repository: path.to_string(),
-                reference: target.digest.clone(),
-            })
-            .await
-            .map_err(check)?;
+        let client =
+            RegistryClient::new(options.clone(), &[image.registry.as_str()]).map_err(check)?;
+        let found = client.manifest_digest(&image).await.map_err(check)?;
         if found.is_none() {
             return Err(RollbackError::NotInRegistry { reference });
         }

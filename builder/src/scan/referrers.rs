@@ -125,7 +125,7 @@ pub enum ReferrersError {
     SubjectMissing { repository: String, digest: String },
     #[error(
         "the registry at {host} refused {login} to {action} for {repository}@{digest}: {message}; set LABFORGE_REGISTRY_USERNAME and LABFORGE_REGISTRY_PASSWORD or run `docker login {host}`",
-        host = host_of(.repository)
+        host = crate::registry::host_of(.repository)
     )]
     Auth {
         repository: String,
@@ -136,7 +136,7 @@ pub enum ReferrersError {
     },
     #[error(
         "cannot reach the registry at {host} to {action} for {repository}@{digest}: {message}; is it running?",
-        host = host_of(.repository)
+        host = crate::registry::host_of(.repository)
     )]
     Unreachable {
         repository: String,
@@ -898,13 +898,6 @@ fn jitter() -> Duration {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     Duration::from_millis(u64::from(nanos % 100))
-}
-
-/// The `host[:port]` of a `host/path` repository.
-fn host_of(repository: &str) -> &str {
-    repository
-        .split_once('/')
-        .map_or(repository, |(host, _)| host)
 }
 
 /// Referrers are kept for sha256 manifest digests (all that labforge pushes).
