@@ -129,13 +129,10 @@ pub struct VersionDoc {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScanDoc {
     pub verdict: String,
-    pub critical: usize,
-    pub high: usize,
-    pub medium: usize,
-    pub low: usize,
-    pub unknown: usize,
-    pub blocking: usize,
-    pub waived: usize,
+    /// Findings by severity, blocking and waived (the report's summary),
+    /// serialized inline: `critical`, `high`, … `waived`.
+    #[serde(flatten)]
+    pub summary: labforge_core::scan::policy::Summary,
     /// RFC 3339.
     pub scanned_at: String,
 }

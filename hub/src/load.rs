@@ -364,16 +364,9 @@ pub fn publications(
 
 fn scan_doc(scan: &labforge_builder::state::ScanRecord) -> Option<ScanDoc> {
     let report: Report = serde_json::from_str(&scan.report).ok()?;
-    let s = &report.summary;
     Some(ScanDoc {
         verdict: scan.verdict.clone(),
-        critical: s.critical,
-        high: s.high,
-        medium: s.medium,
-        low: s.low,
-        unknown: s.unknown,
-        blocking: s.blocking,
-        waived: s.waived,
+        summary: report.summary,
         scanned_at: labforge_builder::state::format_rfc3339(scan.created_at),
     })
 }

@@ -20,6 +20,7 @@ use crate::doc::{
     CatalogDoc, ChangeDoc, ChangesDoc, Declared, ImageDoc, PackageDoc, RollbackDoc, ScanDoc,
     Unavailable, VersionDoc,
 };
+use crate::web::path_segment;
 
 /// The issue form people request environments with
 /// (`.github/ISSUE_TEMPLATE/<this>` in the catalog repository), and the id
@@ -463,8 +464,8 @@ fn image_doc(
         request_change_url: source.map(|s| {
             format!(
                 "{s}/issues/new?template={ISSUE_FORM}&title={}&{FORM_BASED_ON}={}",
-                percent_encode(&format!("Change {}", image.name)),
-                percent_encode(&image.name)
+                path_segment(&format!("Change {}", image.name)),
+                path_segment(&image.name)
             )
         }),
         default: false,
@@ -573,19 +574,6 @@ fn requirement_name(requirement: &str) -> String {
     labforge_core::scan::pep440::normalize_name(&requirement[..end])
 }
 
-/// Percent-encode everything but RFC 3986's unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,7 +581,7 @@ mod tests {
     #[test]
     fn percent_encoding_keeps_only_unreserved_characters() {
         assert_eq!(
-            percent_encode("Change nb-cpu & ü"),
+            path_segment("Change nb-cpu & ü"),
             "Change%20nb-cpu%20%26%20%C3%BC"
         );
     }

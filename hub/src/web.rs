@@ -438,22 +438,10 @@ impl Web {
     }
 }
 
-/// Escapes what matters in text and quoted attributes. Unlike Tera's
-/// default it leaves `/` alone, so URLs stay readable in the source.
-pub fn escape_html(input: &str) -> String {
-    let mut out = String::with_capacity(input.len() + input.len() / 8);
-    for c in input.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes what matters in text and quoted attributes: the same escaping as
+/// the profile list's names. Unlike Tera's default it leaves `/` alone, so
+/// URLs stay readable in the source.
+pub use labforge_core::spawner::escape_html;
 
 /// Bytes as people read them, in decimal units like registries and Docker
 /// show them: `5300000000` → `5.3 GB`, `512` → `512 B`.
@@ -528,8 +516,8 @@ pub fn safe_url(url: &str) -> &str {
     if ok { url } else { "#" }
 }
 
-/// Percent-encodes everything but unreserved characters, for one path
-/// segment such as an image name.
+/// Percent-encodes everything but RFC 3986's unreserved characters: one
+/// path segment (an image name) or one query value.
 pub fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

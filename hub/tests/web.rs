@@ -7,6 +7,7 @@
 //! developing the pages:
 //! `LABFORGE_WEB_DEV_ADDR=127.0.0.1:8765 cargo test -p labforge-hub --test web -- --ignored --nocapture`.
 
+use labforge_core::scan::policy::Summary;
 use labforge_hub::doc::{
     CatalogDoc, ChangeDoc, ChangesDoc, Declared, ImageDoc, PackageDoc, RollbackDoc, ScanDoc,
     Unavailable, VersionDoc,
@@ -39,13 +40,15 @@ fn change(kind: &str, name: &str, old: &str, new: &str) -> ChangeDoc {
 fn scan(critical: usize, high: usize) -> ScanDoc {
     ScanDoc {
         verdict: if critical == 0 { "pass" } else { "fail" }.into(),
-        critical,
-        high,
-        medium: 3,
-        low: 7,
-        unknown: 0,
-        blocking: 0,
-        waived: 1,
+        summary: Summary {
+            critical,
+            high,
+            medium: 3,
+            low: 7,
+            unknown: 0,
+            blocking: 0,
+            waived: 1,
+        },
         scanned_at: "2026-05-01T09:30:00Z".into(),
     }
 }
