@@ -249,6 +249,9 @@ fn hub_serves_what_the_build_published_with_versions_and_rollback() {
     assert!(root_doc["versions"][0]["size_bytes"].as_u64().unwrap_or(0) > 0);
     assert_eq!(root_doc["versions"][0]["scan"]["verdict"], "pass");
     assert_eq!(root_doc["cuda"], "12.4.1");
+    // The default profile is marked on its document, and only there.
+    assert_eq!(root_doc["default"], true);
+    assert_eq!(server.json("/api/v1/images/middle")["default"], false);
     assert_eq!(root_doc["launch_url"], "/hub/spawn?profile=root");
     assert_eq!(
         root_doc["issue_url"],

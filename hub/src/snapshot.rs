@@ -96,6 +96,8 @@ struct Profiles {
 pub struct ProfileBodies {
     pub json: Body,
     pub yaml: Body,
+    /// Which profile of the list is the default (its index).
+    pub default: Option<usize>,
 }
 
 pub struct Snapshot {
@@ -207,10 +209,8 @@ impl Snapshot {
             &all_positions,
             &options.spawner,
         )?);
-        let listed: Vec<serde_json::Value> = serde_json::from_slice(&all.json.bytes)
-            .map_err(|e| vec![format!("profile list: {e}")])?;
-        for (doc, profile) in docs.iter_mut().zip(&listed) {
-            doc.default = profile.get("default") == Some(&serde_json::Value::Bool(true));
+        if let Some(doc) = all.default.and_then(|i| docs.get_mut(i)) {
+            doc.default = true;
         }
         let mut images = HashMap::with_capacity(docs.len());
         for (i, doc) in docs.iter().enumerate() {
@@ -350,6 +350,7 @@ fn render_profiles(
     Ok(ProfileBodies {
         json: Body::new(json),
         yaml: Body::new(yaml),
+        default: list.iter().position(|p| p.default),
     })
 }
 
