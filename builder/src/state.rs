@@ -35,7 +35,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 pub use labforge_core::publish::{Pin, ScanRow};
 
 /// The schema version this build of labforge writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The file name of the SQLite database inside the state folder.
 pub const SQLITE_FILE: &str = "state.db";
@@ -331,7 +331,7 @@ macro_rules! pins_table {
 
 const PINS_INDEX: &str = "CREATE INDEX IF NOT EXISTS pins_image_id ON pins (image, id)";
 
-const SQLITE_MIGRATIONS: [Migration; 3] = [
+const SQLITE_MIGRATIONS: [Migration; 4] = [
     Migration {
         version: 1,
         statements: &[
@@ -354,9 +354,13 @@ const SQLITE_MIGRATIONS: [Migration; 3] = [
             PINS_INDEX,
         ],
     },
+    Migration {
+        version: 4,
+        statements: &bot::SQLITE_TABLES,
+    },
 ];
 
-const POSTGRES_MIGRATIONS: [Migration; 3] = [
+const POSTGRES_MIGRATIONS: [Migration; 4] = [
     Migration {
         version: 1,
         statements: &[
@@ -372,6 +376,10 @@ const POSTGRES_MIGRATIONS: [Migration; 3] = [
     Migration {
         version: 3,
         statements: &[pins_table!("id BIGSERIAL PRIMARY KEY"), PINS_INDEX],
+    },
+    Migration {
+        version: 4,
+        statements: &bot::POSTGRES_TABLES,
     },
 ];
 
@@ -436,6 +444,10 @@ macro_rules! on_pool {
         }
     };
 }
+
+// After the macros: the bot's tables and queries use them.
+mod bot;
+pub use bot::{BotRequest, Intake, Job, JobCounts, JobEnd, NewJob};
 
 /// The record columns, in the order of the `INSERT` placeholders.
 const COLUMNS: &str = "run_id, image, variant, hash, content_tag, repository, digest, tags, \

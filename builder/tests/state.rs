@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use labforge_builder::state::{
-    BuildRecord, BuildResult, Marker, Pin, SCHEMA_VERSION, SQLITE_FILE, ScanRecord, StateError,
-    StateStore, TestRecord, TestResult, new_run_id, unix_ms_now,
+    BotRequest, BuildRecord, BuildResult, Intake, JobEnd, Marker, NewJob, Pin, SCHEMA_VERSION,
+    SQLITE_FILE, ScanRecord, StateError, StateStore, TestRecord, TestResult, new_run_id,
+    unix_ms_now,
 };
 use sqlx::Connection;
 
@@ -701,6 +702,207 @@ async fn state_sqlite_rejected_round_trips() {
     check_rejected(&store, "").await;
 }
 
+/// The bot's queue: a delivery with its jobs in one transaction, the same
+/// delivery or the same job key again adds nothing, lanes are separate,
+/// claims go in order, retries wait, a restart queues running jobs again,
+/// `/retry` queues failed ones; requests are upserted by issue.
+async fn check_bot_queue(store: &StateStore) {
+    let job = |lane: &str, key: &str, issue: i64| NewJob {
+        lane: lane.into(),
+        kind: "request".into(),
+        key: key.into(),
+        issue: Some(issue),
+        payload: format!("{{\"key\":\"{key}\"}}"),
+    };
+    let first = store
+        .accept_delivery("d-1", "issues", &[job("requests", "issue:7:a", 7)], 1_000)
+        .await
+        .expect("accept");
+    let Intake::Accepted { jobs } = first else {
+        panic!("not accepted: {first:?}")
+    };
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        store
+            .accept_delivery("d-1", "issues", &[job("requests", "issue:7:b", 7)], 1_001)
+            .await
+            .expect("again"),
+        Intake::Duplicate,
+        "a redelivery is a no-op"
+    );
+    // A new delivery id carrying an event already queued (a replay).
+    assert_eq!(
+        store
+            .accept_delivery("d-2", "issues", &[job("requests", "issue:7:a", 7)], 1_002)
+            .await
+            .expect("replay"),
+        Intake::Accepted { jobs: vec![] }
+    );
+    store
+        .accept_delivery(
+            "d-3",
+            "push",
+            &[
+                job("builds", "push:abc", 7),
+                job("requests", "issue:8:a", 8),
+            ],
+            1_003,
+        )
+        .await
+        .expect("accept");
+    assert_eq!(store.deliveries().await.expect("count"), 3);
+
+    // Lanes are independent; claims are in id order.
+    let a = store
+        .claim_job("requests", 2_000)
+        .await
+        .expect("claim")
+        .expect("a job");
+    assert_eq!(
+        (a.key.as_str(), a.state.as_str(), a.attempts),
+        ("issue:7:a", "running", 1)
+    );
+    let b = store
+        .claim_job("requests", 2_000)
+        .await
+        .expect("claim")
+        .expect("a job");
+    assert_eq!(b.key, "issue:8:a");
+    assert!(
+        store
+            .claim_job("requests", 2_000)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    let build = store
+        .claim_job("builds", 2_000)
+        .await
+        .expect("claim")
+        .expect("a build");
+    assert_eq!(build.key, "push:abc");
+
+    // A retry waits for its time; a failure waits for /retry.
+    store
+        .finish_job(
+            a.id,
+            &JobEnd::Retry {
+                not_before: 5_000,
+                error: "502".into(),
+            },
+            2_001,
+        )
+        .await
+        .expect("finish");
+    assert!(
+        store
+            .claim_job("requests", 4_999)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    let again = store
+        .claim_job("requests", 5_000)
+        .await
+        .expect("claim")
+        .expect("the retry");
+    assert_eq!((again.id, again.attempts), (a.id, 2));
+    assert_eq!(again.error.as_deref(), Some("502"));
+    store
+        .finish_job(
+            again.id,
+            &JobEnd::Failed {
+                error: "gave up".into(),
+            },
+            5_001,
+        )
+        .await
+        .expect("finish");
+    store
+        .finish_job(b.id, &JobEnd::Done, 5_001)
+        .await
+        .expect("finish");
+    assert!(
+        store
+            .claim_job("requests", 9_000)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    assert_eq!(store.retry_failed(8, 9_000).await.expect("retry"), 0);
+    assert_eq!(store.retry_failed(7, 9_000).await.expect("retry"), 1);
+    let retried = store
+        .claim_job("requests", 9_001)
+        .await
+        .expect("claim")
+        .expect("retried");
+    // `/retry` gives a job its attempts back.
+    assert_eq!(
+        (retried.id, retried.error.clone(), retried.attempts),
+        (a.id, None, 1)
+    );
+
+    // A restart: what was running is queued again.
+    assert_eq!(store.requeue_running(10_000).await.expect("requeue"), 2);
+    let counts = store.job_counts().await.expect("counts");
+    assert_eq!(counts.get(&("requests".into(), "queued".into())), Some(&1));
+    assert_eq!(counts.get(&("builds".into(), "queued".into())), Some(&1));
+    assert_eq!(counts.get(&("requests".into(), "done".into())), Some(&1));
+
+    // Bot-made jobs dedupe by key too.
+    let rebuild = job("builds", "rebuild:comment-9", 7);
+    assert!(
+        store
+            .enqueue(&rebuild, 11_000)
+            .await
+            .expect("enqueue")
+            .is_some()
+    );
+    assert!(
+        store
+            .enqueue(&rebuild, 11_001)
+            .await
+            .expect("enqueue")
+            .is_none()
+    );
+    assert_eq!(store.jobs().await.expect("jobs").len(), 4);
+
+    // Requests.
+    assert!(store.bot_request(7).await.expect("read").is_none());
+    let mut request = BotRequest {
+        issue: 7,
+        slug: "nlp-course".into(),
+        state: "needs-review".into(),
+        author: "student".into(),
+        file: "name: nlp-course\n".into(),
+        body: "### Environment name\n\nnlp-course\n".into(),
+        version: "2026-11-26T10:00:00Z".into(),
+        pr: None,
+        updated_at: 12_000,
+    };
+    store.save_bot_request(&request).await.expect("save");
+    request.state = "approved".into();
+    request.pr = Some(3);
+    store.save_bot_request(&request).await.expect("save");
+    assert_eq!(store.bot_request(7).await.expect("read"), Some(request));
+}
+
+#[tokio::test]
+async fn state_sqlite_bot_queue() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    check_bot_queue(&store).await;
+    // It all survives a reopen (a restart of the hub).
+    store.close().await;
+    let store = StateStore::open_dir(dir.path())
+        .await
+        .expect("open the store");
+    assert_eq!(store.deliveries().await.expect("count"), 3);
+    assert_eq!(store.jobs().await.expect("jobs").len(), 4);
+}
+
 #[tokio::test]
 async fn state_sqlite_migrates_version_1_to_current() {
     let dir = tempfile::tempdir().expect("temporary folder");
@@ -738,7 +940,7 @@ async fn state_sqlite_migrates_version_1_to_current() {
         .await
         .expect("query");
     assert_eq!(rows, [(1, SCHEMA_VERSION)]);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     // Opening again changes nothing.
     let store = StateStore::open_dir(dir.path())
         .await
@@ -1044,6 +1246,15 @@ async fn state_postgres_rejected_round_trips() {
     let (url, schema) = postgres_schema("rejected").await;
     let store = StateStore::open_url(&url).await.expect("open the store");
     check_rejected(&store, "").await;
+    store.close().await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn state_postgres_bot_queue() {
+    let (url, schema) = postgres_schema("bot").await;
+    let store = StateStore::open_url(&url).await.expect("open the store");
+    check_bot_queue(&store).await;
     store.close().await;
     drop_schema(&schema).await;
 }
