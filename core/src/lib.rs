@@ -14,6 +14,7 @@ mod par;
 pub mod plan;
 pub mod publish;
 pub mod render;
+pub mod request;
 pub mod scan;
 pub mod spawner;
 pub mod yaml;
