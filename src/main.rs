@@ -1,5 +1,6 @@
 //! The `labforge` command: a thin front over the builder library.
 
+mod bot_cmd;
 mod build_cmd;
 mod push_cmd;
 mod scan_cmd;
@@ -613,6 +614,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(serve_cmd::serve(
                 args,
                 &ctx.config,
+                cli.config.as_deref(),
                 ctx.layout.clone(),
                 options,
             ))

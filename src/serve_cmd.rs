@@ -84,6 +84,7 @@ fn tokens(hub: &HubConfig) -> Result<Tokens> {
 pub async fn serve(
     args: &ServeArgs,
     config: &Config,
+    config_path: Option<&Path>,
     layout: Layout,
     registry_options: RegistryOptions,
 ) -> Result<ExitCode> {
@@ -95,6 +96,12 @@ pub async fn serve(
         .unwrap_or_else(|| "127.0.0.1:8080".to_string());
     let location = state_location(args.state.as_ref(), config);
     let store = StateStore::open(&location).await?;
+    // Before the first load: the bot may have to clone the catalog first.
+    let bot = crate::bot_cmd::bot(config, config_path, &layout, &location)
+        .await
+        .context(
+            "setting up the GitHub bot ([github] in labforge.toml, LABFORGE_GITHUB_* variables)",
+        )?;
     let registry_check = Duration::from_secs(hub.registry_check_seconds.unwrap_or(300).max(1));
     let options = labforge_hub::snapshot::Options {
         spawner: hub.spawner.clone(),
@@ -121,7 +128,17 @@ pub async fn serve(
     };
     let protect = settings.tokens.protect_reads;
     let admin = settings.tokens.admin.is_some();
-    let hub = Arc::new(labforge_hub::Hub::new(loader, settings)?);
+    let bot_line = bot.as_ref().map(|b| {
+        format!(
+            "GitHub bot for {} on POST /webhooks/github",
+            b.settings.repository
+        )
+    });
+    let mut hub = labforge_hub::Hub::new(loader, settings)?;
+    if let Some(bot) = bot {
+        hub = hub.with_bot(bot);
+    }
+    let hub = Arc::new(hub);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| {
@@ -143,6 +160,10 @@ pub async fn serve(
         } else {
             "disabled (no LABFORGE_HUB_ADMIN_TOKEN)"
         }
+    );
+    eprintln!(
+        "{}",
+        bot_line.unwrap_or_else(|| "GitHub bot off (no LABFORGE_CATALOG_REPO)".to_string())
     );
     labforge_hub::serve(listener, hub, shutdown_signal()).await?;
     eprintln!("labforge hub stopped");

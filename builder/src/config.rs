@@ -52,6 +52,60 @@ pub struct Config {
     /// publish.
     #[serde(default)]
     pub hub: HubConfig,
+    /// The GitHub bot of `labforge serve` (off unless configured).
+    #[serde(default)]
+    pub github: GithubConfig,
+}
+
+/// The `[github]` table: the image-request bot. Secrets are not kept here:
+/// the token and webhook secrets come from the environment
+/// (`LABFORGE_GITHUB_TOKEN`, `LABFORGE_GITHUB_WEBHOOK_SECRET`, …) or from
+/// the files named here. Where a key names its environment variable in
+/// brackets, that variable wins over the key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// REST API base URL [`LABFORGE_GITHUB_API_URL`; default
+    /// `https://api.github.com`; GitHub Enterprise: `https://HOST/api/v3`].
+    pub api_url: Option<String>,
+    /// `owner/repo` of the catalog repository [`LABFORGE_GITHUB_REPOSITORY`].
+    pub repository: Option<String>,
+    /// Git URL (or local path) of the catalog repository; the hub's project
+    /// folder is its work clone [`LABFORGE_CATALOG_REPO`].
+    pub catalog_repo: Option<String>,
+    /// The work clone [default: the current folder].
+    pub work_dir: Option<PathBuf>,
+    /// One line: a token with issues, pull requests and contents write
+    /// access [`LABFORGE_GITHUB_TOKEN`].
+    pub token_file: Option<PathBuf>,
+    /// Webhook secrets, one per line; several during a rotation
+    /// [`LABFORGE_GITHUB_WEBHOOK_SECRET`, plus `…_SECRET_PREVIOUS`].
+    pub webhook_secret_file: Option<PathBuf>,
+    /// A GitHub App instead of a token [`LABFORGE_GITHUB_APP_ID`,
+    /// `LABFORGE_GITHUB_APP_KEY_FILE`, `LABFORGE_GITHUB_APP_INSTALLATION_ID`].
+    pub app_id: Option<u64>,
+    pub app_key_file: Option<PathBuf>,
+    pub app_installation_id: Option<u64>,
+    /// The bot's login: only its own comments are ever edited, and they are
+    /// never commands [`LABFORGE_GITHUB_BOT_LOGIN`; default: `labforge-bot`;
+    /// a GitHub App's is `<app-slug>[bot]`].
+    pub bot_login: Option<String>,
+    /// Logins whose commands count even without write permission.
+    #[serde(default)]
+    pub maintainers: Vec<String>,
+    /// The Dockerfile template of requested images [default:
+    /// `lab.Dockerfile.tera`].
+    pub request_template: Option<String>,
+    /// Check that requested pip packages and VS Code extensions exist
+    /// [`LABFORGE_GITHUB_CHECK_PACKAGES`; default: true].
+    pub check_packages: Option<bool>,
+    /// [`LABFORGE_PYPI_URL`; default: `https://pypi.org`]
+    pub pypi_url: Option<String>,
+    /// [`LABFORGE_OPENVSX_URL`; default: `https://open-vsx.org`]
+    pub openvsx_url: Option<String>,
+    /// The bot's commits [default: `labforge-bot <labforge-bot@users.noreply.github.com>`].
+    pub commit_name: Option<String>,
+    pub commit_email: Option<String>,
 }
 
 /// The `[hub]` table. Tokens are not kept here: they come from the

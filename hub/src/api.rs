@@ -34,6 +34,10 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/api/v1/images/{name}/rollback", post(rollback))
         .route("/api/v1/publish", post(publish))
         .route("/api/v1/registry/events", post(registry_events))
+        .route(
+            "/webhooks/github",
+            post(crate::webhook::receive).layer(DefaultBodyLimit::max(crate::webhook::BODY_LIMIT)),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -18,13 +18,18 @@
 
 pub mod api;
 pub mod auth;
+pub mod bot;
 pub mod doc;
 pub mod events;
+pub mod git;
+pub mod github;
 pub mod load;
 pub mod metrics;
+pub mod pipeline;
 pub mod rollback;
 pub mod snapshot;
 pub mod web;
+pub mod webhook;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,6 +82,8 @@ pub struct Hub {
     pub metrics: metrics::Metrics,
     pub web: web::Web,
     pub settings: Settings,
+    /// The GitHub bot, when configured.
+    bot: Option<Arc<bot::Bot>>,
 }
 
 impl Hub {
@@ -91,7 +98,22 @@ impl Hub {
             metrics: metrics::Metrics::default(),
             web: web::Web::new()?,
             settings,
+            bot: None,
         })
+    }
+
+    /// Serve the GitHub bot too (`POST /webhooks/github` and its workers).
+    pub fn with_bot(mut self, bot: bot::Bot) -> Hub {
+        self.bot = Some(Arc::new(bot));
+        self
+    }
+
+    pub fn bot(&self) -> Option<&Arc<bot::Bot>> {
+        self.bot.as_ref()
+    }
+
+    pub fn layout(&self) -> &labforge_builder::Layout {
+        self.loader.layout()
     }
 
     /// The snapshot being served, if one was ever loaded.
@@ -231,10 +253,15 @@ pub async fn serve(
         tracing::warn!(error = %e, "no catalog to serve yet; /readyz says why, and the hub retries");
     }
     let refresher = tokio::spawn(Arc::clone(&hub).refresh_loop());
+    let workers = bot::start(&hub);
     let result = axum::serve(listener, app(hub))
         .with_graceful_shutdown(shutdown)
         .await;
     refresher.abort();
+    // A job cut short is queued again at the next start.
+    for worker in workers {
+        worker.abort();
+    }
     result
 }
 

@@ -92,6 +92,11 @@ impl Loader {
         }
     }
 
+    /// Where the catalog and templates are read from.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     pub fn store(&self) -> &StateStore {
         &self.store
     }

@@ -11,7 +11,7 @@ use crate::load::LoadReport;
 use crate::snapshot::Snapshot;
 
 /// The routes requests are counted under.
-pub const ROUTES: [&str; 13] = [
+pub const ROUTES: [&str; 14] = [
     "/api/v1/profiles",
     "/api/v1/catalog",
     "/api/v1/images/{name}",
@@ -25,6 +25,7 @@ pub const ROUTES: [&str; 13] = [
     "/images/{name}",
     "/static/style.css",
     "other",
+    "/webhooks/github",
 ];
 
 /// Index of a route in [`ROUTES`].
@@ -45,10 +46,11 @@ impl Route {
     pub const IMAGE_PAGE: Route = Route(10);
     pub const STYLE: Route = Route(11);
     pub const OTHER: Route = Route(12);
+    pub const WEBHOOK: Route = Route(13);
 }
 
 /// Status codes counted separately; anything else is counted by class.
-const CODES: [u16; 9] = [200, 304, 400, 401, 403, 404, 413, 500, 503];
+const CODES: [u16; 10] = [200, 202, 304, 400, 401, 403, 404, 413, 500, 503];
 
 #[derive(Default)]
 struct LastLoad {

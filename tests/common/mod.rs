@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 pub mod project;
+pub mod server;
+// `fake_github.rs` (the fake GitHub REST server) is not a module here:
+// only the bot's tests include it, with `#[path]`, so that every other test
+// binary does not compile it.
 
 use std::path::Path;
 
