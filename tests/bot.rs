@@ -473,43 +473,10 @@ fn bot_request_to_published_image() {
     assert_eq!(git(setup.bare.path(), &["rev-parse", branch]), head);
     assert_eq!(setup.fake.pulls().len(), 1);
 
-    // 6. A maintainer adds a commit to the branch (this sample's stand-in
-    //    has no Jupyter server to test) and merges it.
-    let maintainer = setup.project.path().join("maintainer");
-    let bare_path = setup.bare.path().display().to_string();
-    git(
-        setup.project.path(),
-        &[
-            "clone",
-            "-q",
-            &bare_path,
-            maintainer.to_str().expect("path"),
-        ],
-    );
-    git(&maintainer, &["checkout", "-q", branch]);
-    let path = maintainer.join("catalog/images/nlp-course.yaml");
-    let text = std::fs::read_to_string(&path).expect("request file");
-    std::fs::write(&path, format!("{text}server_test: false\n")).expect("write");
-    git(
-        &maintainer,
-        &["commit", "-q", "-am", "No Jupyter server in the stand-in"],
-    );
-    let before = git(&maintainer, &["rev-parse", "origin/main"]);
-    git(&maintainer, &["checkout", "-q", "main"]);
-    git(&maintainer, &["merge", "-q", "--ff-only", branch]);
-    git(&maintainer, &["push", "-q", "origin", "main", branch]);
-    let after = git(&maintainer, &["rev-parse", "main"]);
-    setup.fake.merge_pull(pulls[0].number);
-
-    // 7. The push: the pipeline builds, the hub serves, the issue is told
-    //    and closed.
-    let mut push = fixture("push");
-    push["ref"] = json!("refs/heads/main");
-    push["before"] = json!(before);
-    push["after"] = json!(after);
-    push["repository"]["default_branch"] = json!("main");
-    push["created"] = json!(false);
-    assert_eq!(setup.deliver(&server, "push", &push).1, 202);
+    // 6. A maintainer adds a commit to the branch and merges it; 7. the
+    //    push: the pipeline builds, the hub serves, the issue is told and
+    //    closed.
+    merge(&setup, &server, issue);
     setup.wait("the issue closed", Duration::from_secs(900), |s| {
         s.fake.issue(issue).state == "closed"
     });
@@ -777,14 +744,21 @@ fn request_state(work: &Path, issue: u64) -> Option<labforge_builder::state::Bot
     })
 }
 
-/// Approve a request, merge its branch with a maintainer's commit (the
-/// stand-in has no Jupyter server to test) and deliver the push.
+/// Approve a request, merge its branch with a maintainer's commit and
+/// deliver the push.
 fn approve_and_merge(setup: &Setup, server: &Server, issue: u64) -> u64 {
     let approve = setup.comment_event(issue, "prof", "/approve");
     assert_eq!(setup.deliver(server, "issue_comment", &approve).1, 202);
     setup.wait("the pull request", Duration::from_secs(60), |s| {
         s.labels(issue).contains(&"approved".to_string())
     });
+    merge(setup, server, issue)
+}
+
+/// A maintainer adds a commit to the request's branch (this sample's
+/// stand-in has no Jupyter server to test), merges it into main and pushes;
+/// GitHub's push delivery follows. Returns the pull request's number.
+fn merge(setup: &Setup, server: &Server, issue: u64) -> u64 {
     let branch = format!("image-request/{issue}");
     let pull = setup
         .fake

@@ -8,9 +8,9 @@
 //! not a catalog repository's CI. It is checked for script injection (no
 //! `${{ github.event.* }}` spliced into a script), for least privilege (no
 //! job that can write runs the pull request's code), and with actionlint,
-//! which also runs shellcheck over every `run:` script. In CI a missing
-//! actionlint or shellcheck fails the test; on a developer's machine it is
-//! skipped with the install hint. No network.
+//! which also runs shellcheck over every `run:` script. A missing
+//! actionlint or shellcheck fails the test with the install hint
+//! (`scripts/services.sh` installs both). No network.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -47,10 +47,6 @@ fn workflow() -> Yaml {
         .expect("the workflow is YAML")
         .pop()
         .expect("one document")
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 fn jobs(doc: &Yaml) -> Vec<(String, &Yaml)> {
@@ -589,24 +585,18 @@ fn tool(name: &str, version_arg: &str) -> Option<String> {
     })
 }
 
-/// actionlint and shellcheck, or `None` (skip) outside CI; in CI a missing
-/// tool fails the test instead of hiding the check.
-fn linters() -> Option<String> {
+/// actionlint's version. A missing actionlint or shellcheck fails the test
+/// (`scripts/services.sh` installs both) rather than hiding the check.
+fn linters() -> String {
     let actionlint = tool("actionlint", "--version");
     let shellcheck = tool("shellcheck", "--version");
     match (&actionlint, &shellcheck) {
-        (Some(a), Some(_)) => Some(a.clone()),
-        _ if in_ci() => panic!(
+        (Some(a), Some(_)) => a.clone(),
+        _ => panic!(
             "actionlint ({}) and shellcheck ({}) are needed to check {WORKFLOW}: {INSTALL_HINT}",
             actionlint.as_deref().unwrap_or("missing"),
             shellcheck.as_deref().map_or("missing", |_| "present"),
         ),
-        _ => {
-            eprintln!(
-                "SKIPPED: actionlint or shellcheck is not installed (outside CI only): {INSTALL_HINT}"
-            );
-            None
-        }
     }
 }
 
@@ -627,7 +617,7 @@ fn actionlint(path: &Path) -> (bool, String) {
 
 #[test]
 fn actionlint_passes() {
-    let Some(version) = linters() else { return };
+    let version = linters();
     // The linter is real and runs shellcheck: a broken workflow fails it.
     let dir = tempfile::tempdir().expect("tempdir");
     let broken = dir.path().join("broken.yml");

@@ -272,12 +272,21 @@ impl Bot {
     }
 }
 
-/// Start the two lanes (after queueing again what a stopped hub left
-/// running).
-pub fn start(hub: &Arc<Hub>) -> Vec<tokio::task::JoinHandle<()>> {
-    let Some(_) = hub.bot() else {
+/// Queue again what a stopped hub left running, then start the two lanes.
+/// (One hub per state store runs the bot: a second one would queue the
+/// first one's running jobs again.)
+pub async fn start(hub: &Arc<Hub>) -> Vec<tokio::task::JoinHandle<()>> {
+    if hub.bot().is_none() {
         return Vec::new();
-    };
+    }
+    match hub.store().requeue_running(unix_ms_now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            jobs = n,
+            "bot jobs interrupted by the last stop are queued again"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot queue interrupted bot jobs again"),
+    }
     [LANE_REQUESTS, LANE_BUILDS]
         .into_iter()
         .map(|lane| tokio::spawn(run_lane(Arc::clone(hub), lane)))
@@ -288,16 +297,6 @@ async fn run_lane(hub: Arc<Hub>, lane: &'static str) {
     let Some(bot) = hub.bot().cloned() else {
         return;
     };
-    if lane == LANE_REQUESTS {
-        match hub.store().requeue_running(unix_ms_now()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                jobs = n,
-                "bot jobs interrupted by the last stop are queued again"
-            ),
-            Err(e) => tracing::error!(error = %e, "cannot queue interrupted bot jobs again"),
-        }
-    }
     let wake = if lane == LANE_REQUESTS {
         &bot.wake_requests
     } else {
@@ -485,6 +484,14 @@ async fn missing_packages(bot: &Bot, indexes: &PackageIndexes, req: &Request) ->
     problems
 }
 
+/// One of the bot's own notes as the issue's comment of `kind`.
+async fn say(bot: &Bot, issue: u64, kind: &str, text: &str) -> Result<(), BotError> {
+    bot.github
+        .upsert_comment(issue, kind, &request::comment::note(kind, text), None)
+        .await?;
+    Ok(())
+}
+
 async fn set_labels(bot: &Bot, issue: u64, add: &[&str], remove: &[&str]) -> Result<(), BotError> {
     bot.github.set_labels(issue, add, remove).await?;
     Ok(())
@@ -602,14 +609,7 @@ async fn handle_request(
     let was_approved = previous.as_ref().is_some_and(|p| p.state == "approved");
     if was_approved {
         let note = "The request changed after it was approved: a maintainer needs to `/approve` it again (the pull request is updated then).";
-        bot.github
-            .upsert_comment(
-                issue,
-                KIND_STATUS,
-                &request::comment::note(KIND_STATUS, note),
-                None,
-            )
-            .await?;
+        say(bot, issue, KIND_STATUS, note).await?;
     }
     hub.store()
         .save_bot_request(&BotRequest {
@@ -663,7 +663,7 @@ async fn handle_command(
         let command = match parsed {
             Ok(c) => c,
             Err(message) => {
-                let text = request::comment::note(KIND_COMMAND, &message);
+                let text = request::comment::note(KIND_COMMAND, &request::comment::prose(&message));
                 bot.github
                     .upsert_comment(issue, KIND_COMMAND, &text, None)
                     .await?;
@@ -696,14 +696,7 @@ async fn handle_command(
             Command::Rebuild => {
                 queue_rebuild(hub, bot, issue, comment, author).await?;
                 let text = format!("Rebuild requested by {}: queued.", code(author));
-                bot.github
-                    .upsert_comment(
-                        issue,
-                        KIND_STATUS,
-                        &request::comment::note(KIND_STATUS, &text),
-                        None,
-                    )
-                    .await?;
+                say(bot, issue, KIND_STATUS, &text).await?;
             }
             Command::Retry => {
                 let n = hub
@@ -728,14 +721,7 @@ async fn handle_command(
                     (0, true) => format!("Building again, as {} asked.", code(author)),
                     (n, _) => format!("Retrying {n} failed step(s), as {} asked.", code(author)),
                 };
-                bot.github
-                    .upsert_comment(
-                        issue,
-                        KIND_STATUS,
-                        &request::comment::note(KIND_STATUS, &text),
-                        None,
-                    )
-                    .await?;
+                say(bot, issue, KIND_STATUS, &text).await?;
             }
         }
     }
@@ -777,14 +763,7 @@ async fn approve(
     let Some(mut stored) = hub.store().bot_request(to_i64(issue)).await? else {
         let text =
             "There is nothing to approve yet: I have not seen a valid request in this issue.";
-        bot.github
-            .upsert_comment(
-                issue,
-                KIND_STATUS,
-                &request::comment::note(KIND_STATUS, text),
-                None,
-            )
-            .await?;
+        say(bot, issue, KIND_STATUS, text).await?;
         return Ok(());
     };
     if !matches!(stored.state.as_str(), "needs-review" | "approved") || stored.file.is_empty() {
@@ -798,14 +777,7 @@ async fn approve(
                 _ => "it is not waiting for review.",
             }
         );
-        bot.github
-            .upsert_comment(
-                issue,
-                KIND_STATUS,
-                &request::comment::note(KIND_STATUS, &text),
-                None,
-            )
-            .await?;
+        say(bot, issue, KIND_STATUS, &text).await?;
         return Ok(());
     }
     // GitHub's timestamps are RFC 3339 in UTC (`…Z`) and compare as text:
@@ -817,14 +789,7 @@ async fn approve(
             "The request was edited after the `/approve` by {} was written: look at the updated preview and comment `/approve` again.",
             code(by)
         );
-        bot.github
-            .upsert_comment(
-                issue,
-                KIND_STATUS,
-                &request::comment::note(KIND_STATUS, &text),
-                None,
-            )
-            .await?;
+        say(bot, issue, KIND_STATUS, &text).await?;
         return Ok(());
     }
     // Check again against the catalog as it is now (it may have changed
@@ -881,14 +846,7 @@ async fn approve(
             "{} is already in `{base}` exactly as requested: nothing to merge. A maintainer can comment `/rebuild` to build it again.",
             code(&bot.request_path(&req.slug))
         );
-        bot.github
-            .upsert_comment(
-                issue,
-                KIND_STATUS,
-                &request::comment::note(KIND_STATUS, &text),
-                None,
-            )
-            .await?;
+        say(bot, issue, KIND_STATUS, &text).await?;
         return Ok(());
     }
     tracing::info!(issue, branch = %branch, commit = %committed.oid, created = committed.created, "request branch pushed");
@@ -917,14 +875,7 @@ async fn approve(
         pr.number,
         pr.html_url
     );
-    bot.github
-        .upsert_comment(
-            issue,
-            KIND_STATUS,
-            &request::comment::note(KIND_STATUS, &text),
-            None,
-        )
-        .await?;
+    say(bot, issue, KIND_STATUS, &text).await?;
     Ok(())
 }
 
@@ -943,14 +894,7 @@ async fn reject(hub: &Hub, bot: &Bot, issue: u64, by: &str, reason: &str) -> Res
             .map(|n| format!("\n\nPull request #{n} is closed."))
             .unwrap_or_default()
     );
-    bot.github
-        .upsert_comment(
-            issue,
-            KIND_STATUS,
-            &request::comment::note(KIND_STATUS, &text),
-            None,
-        )
-        .await?;
+    say(bot, issue, KIND_STATUS, &text).await?;
     set_labels(bot, issue, &[], &[LABEL_REVIEW, LABEL_APPROVED]).await?;
     bot.github.close_issue(issue, "not_planned").await?;
     let mut stored = previous.unwrap_or(BotRequest {
@@ -1080,14 +1024,7 @@ async fn handle_rebuild(hub: &Hub, bot: &Bot, issue: u64, by: &str) -> Result<()
         .collect();
     if images.is_empty() {
         let text = "Nothing to rebuild: no image in the catalog comes from this request yet (is its pull request merged?).";
-        bot.github
-            .upsert_comment(
-                issue,
-                KIND_RESULT,
-                &request::comment::note(KIND_RESULT, text),
-                None,
-            )
-            .await?;
+        say(bot, issue, KIND_RESULT, text).await?;
         return Ok(());
     }
     let mut issues = BTreeMap::new();

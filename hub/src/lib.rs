@@ -253,7 +253,7 @@ pub async fn serve(
         tracing::warn!(error = %e, "no catalog to serve yet; /readyz says why, and the hub retries");
     }
     let refresher = tokio::spawn(Arc::clone(&hub).refresh_loop());
-    let workers = bot::start(&hub);
+    let workers = bot::start(&hub).await;
     let result = axum::serve(listener, app(hub))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -241,6 +241,10 @@ pub fn classify(event: &str, payload: &Value, filter: &Filter) -> Result<Classif
             if issue.get("pull_request").is_some() {
                 return ignored("a comment on a pull request (commands go on the request issue)");
             }
+            if !is_request(issue) {
+                // "/tmp is full" on a bug report is not a command.
+                return ignored("a comment on an issue that is not an image request");
+            }
             let comment = payload
                 .get("comment")
                 .ok_or("comment event without a comment")?;
@@ -576,10 +580,11 @@ mod tests {
             comment("dependabot", "Bot", "/approve"),
             comment("prof", "User", "thanks, looks good"),
         ] {
-            assert!(matches!(
-                classify("issue_comment", &payload, &filter()),
-                Ok(Classified::Ignored(_))
-            ));
+            let got = classify("issue_comment", &payload, &filter());
+            assert!(
+                matches!(got, Ok(Classified::Ignored(_))),
+                "{payload}: {got:?}"
+            );
         }
 
         let push = |reference: &str| {
