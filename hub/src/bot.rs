@@ -509,6 +509,15 @@ async fn handle_request(
     let (sources, catalog) = read_catalog(&layout)?;
     let mut validated = validate(bot, body, issue, author, &catalog).await;
     let previous = hub.store().bot_request(to_i64(issue)).await?;
+    // A retried job of an older version must not undo a newer one that
+    // was answered meanwhile (GitHub's times compare as text).
+    if let Some(prev) = &previous
+        && !version.is_empty()
+        && version < prev.version.as_str()
+    {
+        tracing::info!(issue, version, newer = %prev.version, "an older version of the request: skipped");
+        return Ok(());
+    }
     let now = unix_ms_now();
     // The name is the file and the branch's content: after an approval it
     // stays (a rename would leave the old file in the pull request).
