@@ -764,8 +764,8 @@ fn merge(setup: &Setup, server: &Server, issue: u64) -> u64 {
         .fake
         .pulls()
         .into_iter()
-        .find(|p| p.head == branch)
-        .expect("the pull request");
+        .find(|p| p.head == branch && p.state == "open")
+        .expect("the open pull request");
     let maintainer = setup.project.path().join(format!("maintainer-{issue}"));
     let bare_path = setup.bare.path().display().to_string();
     git(
@@ -840,6 +840,23 @@ fn bot_failed_build_retry_and_reject() {
         "{answer}"
     );
     assert!(!setup.labels(issue).contains(&"approved".to_string()));
+    // The approved version's pull request is closed, so it cannot be merged.
+    assert!(setup.fake.pulls().iter().all(|p| p.state == "closed"));
+    // Sending the renamed body again changes nothing: still refused.
+    let mut renamed_again = renamed.clone();
+    renamed_again.why = "Still the seminar.".into();
+    let again = setup.issue_event("edited", issue, "student", &renamed_again.body());
+    let done = jobs(&setup.work).len() + 1;
+    assert_eq!(setup.deliver(&server, "issues", &again).1, 202);
+    setup.wait("the second rename", Duration::from_secs(30), |s| {
+        let js = jobs(&s.work);
+        js.len() == done && js.iter().all(|j| j.state == "done")
+    });
+    assert!(setup.labels(issue).contains(&"invalid".to_string()));
+    assert_eq!(
+        request_state(&setup.work, issue).expect("stored").slug,
+        "broken-env"
+    );
 
     // An approval written before the last edit does not count.
     let mut stale = setup.comment_event(issue, "prof", "/approve");
@@ -881,6 +898,16 @@ fn bot_failed_build_retry_and_reject() {
     setup.wait("the second build", Duration::from_secs(600), |s| {
         builds(s) == 2 && jobs(&s.work).iter().all(|j| j.state == "done")
     });
+    // It really ran the pipeline again, and said so.
+    let logs = std::fs::read_dir(setup.work.join("state/logs/bot"))
+        .expect("the bot's build logs")
+        .count();
+    assert_eq!(logs, 2);
+    assert!(setup.labels(issue).contains(&"build-failed".to_string()));
+    assert_eq!(
+        request_state(&setup.work, issue).expect("stored").state,
+        "failed"
+    );
 
     // /reject closes the pull request and the issue.
     let reject = setup.comment_event(

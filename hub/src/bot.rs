@@ -152,9 +152,11 @@ impl BotError {
     /// (4xx), will not get better by waiting.
     fn transient(&self) -> bool {
         match self {
-            BotError::Payload(_) | BotError::Catalog(_) => false,
+            BotError::Payload(_) | BotError::Pipeline(PipelineError::Timeout { .. }) => false,
+            // 401/403: a token expired or was rotated; the rest of 4xx is
+            // GitHub refusing the request as asked.
             BotError::Github(GithubError::Status { status, .. }) => {
-                *status >= 500 || *status == 429
+                *status >= 500 || matches!(*status, 401 | 403 | 429)
             }
             BotError::Github(GithubError::Marker { .. } | GithubError::CloseReason(_)) => false,
             _ => true,
@@ -373,9 +375,11 @@ async fn run_job(hub: &Hub, bot: &Bot, job: &Job) -> JobEnd {
         Err(e) => {
             tracing::error!(job = job.id, error = %e, "bot job failed for good");
             if let Some(issue) = job.issue.and_then(|i| u64::try_from(i).ok()) {
+                // The details (paths, addresses) stay in the hub's log.
                 let text = format!(
-                    "I could not finish this step:\n\n{}\n\nA maintainer can comment `/retry` once the cause is fixed.",
-                    request::comment::block("text", &e.to_string())
+                    "I could not finish this step (job {}, {}); the hub's log has the details. A maintainer can comment `/retry` once the cause is fixed.",
+                    job.id,
+                    task.kind()
                 );
                 if let Err(e2) = bot
                     .github
@@ -484,6 +488,32 @@ async fn missing_packages(bot: &Bot, indexes: &PackageIndexes, req: &Request) ->
     problems
 }
 
+/// An approved request changed: its open pull request (the old version)
+/// is closed, so that it cannot be merged; a new `/approve` opens another.
+async fn withdraw_approval(
+    bot: &Bot,
+    issue: u64,
+    previous: Option<&BotRequest>,
+) -> Result<(), BotError> {
+    if previous.is_none_or(|p| p.state != "approved") {
+        return Ok(());
+    }
+    let closed = bot
+        .github
+        .close_pull(&format!("image-request/{issue}"))
+        .await?;
+    let text = match closed {
+        Some(n) => format!(
+            "The request changed after it was approved, so pull request #{n} (the approved version) is closed. A maintainer's `/approve` opens a new one for the new version."
+        ),
+        None => {
+            "The request changed after it was approved: a maintainer needs to `/approve` it again."
+                .to_string()
+        }
+    };
+    say(bot, issue, KIND_STATUS, &text).await
+}
+
 /// One of the bot's own notes as the issue's comment of `kind`.
 async fn say(bot: &Bot, issue: u64, kind: &str, text: &str) -> Result<(), BotError> {
     bot.github
@@ -513,16 +543,19 @@ async fn handle_request(
     // was answered meanwhile (GitHub's times compare as text).
     if let Some(prev) = &previous
         && !version.is_empty()
-        && version < prev.version.as_str()
+        && (version < prev.version.as_str()
+            || (matches!(prev.state.as_str(), "rejected" | "published")
+                && version <= prev.version.as_str()))
     {
         tracing::info!(issue, version, newer = %prev.version, "an older version of the request: skipped");
         return Ok(());
     }
     let now = unix_ms_now();
-    // The name is the file and the branch's content: after an approval it
-    // stays (a rename would leave the old file in the pull request).
+    // The name is the file and the branch's content: once a pull request
+    // was opened for it, it stays (a rename would leave the old file in the
+    // pull request), whatever happened since.
     if let (Some(req), Some(prev)) = (&validated.request, &previous)
-        && matches!(prev.state.as_str(), "approved" | "failed" | "published")
+        && prev.pr.is_some()
         && !prev.slug.is_empty()
         && prev.slug != req.slug
     {
@@ -560,6 +593,7 @@ async fn handle_request(
             &[LABEL_REVIEW, LABEL_APPROVED],
         )
         .await?;
+        withdraw_approval(bot, issue, previous.as_ref()).await?;
         hub.store().save_bot_request(&invalid(previous)).await?;
         tracing::info!(
             issue,
@@ -600,6 +634,7 @@ async fn handle_request(
                 &[LABEL_REVIEW, LABEL_APPROVED],
             )
             .await?;
+            withdraw_approval(bot, issue, previous.as_ref()).await?;
             hub.store().save_bot_request(&invalid(previous)).await?;
             return Ok(());
         }
@@ -615,11 +650,7 @@ async fn handle_request(
         &[LABEL_INVALID, LABEL_APPROVED],
     )
     .await?;
-    let was_approved = previous.as_ref().is_some_and(|p| p.state == "approved");
-    if was_approved {
-        let note = "The request changed after it was approved: a maintainer needs to `/approve` it again (the pull request is updated then).";
-        say(bot, issue, KIND_STATUS, note).await?;
-    }
+    withdraw_approval(bot, issue, previous.as_ref()).await?;
     hub.store()
         .save_bot_request(&BotRequest {
             issue: to_i64(issue),
@@ -1000,7 +1031,11 @@ async fn handle_merge(hub: &Hub, bot: &Bot, before: &str, after: &str) -> Result
             }
             (images.clone(), images)
         }
-        Some(paths) => (Vec::new(), images_in_files(&catalog, &images_dir, paths)),
+        // Whole-catalog runs may build any waiting request's image.
+        Some(_) => (
+            Vec::new(),
+            catalog.images.iter().map(|i| i.name.clone()).collect(),
+        ),
         None => (
             Vec::new(),
             catalog.images.iter().map(|i| i.name.clone()).collect(),

@@ -31,12 +31,14 @@ pub struct PipelineCommand {
 }
 
 /// What the child must not see: the bot's credentials.
-const SECRET_VARIABLES: [&str; 5] = [
+const SECRET_VARIABLES: [&str; 7] = [
     "LABFORGE_GITHUB_TOKEN",
     "LABFORGE_GITHUB_WEBHOOK_SECRET",
     "LABFORGE_GITHUB_WEBHOOK_SECRET_PREVIOUS",
     "LABFORGE_GITHUB_APP_KEY_FILE",
     "LABFORGE_HUB_READ_TOKEN",
+    "LABFORGE_HUB_ADMIN_TOKEN",
+    "LABFORGE_REGISTRY_EVENTS_TOKEN",
 ];
 
 /// One image of the summary (the fields the bot reports).
