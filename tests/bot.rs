@@ -478,6 +478,13 @@ fn bot_request_to_published_image() {
     //    closed.
     merge(&setup, &server, issue);
     setup.wait("the issue closed", Duration::from_secs(900), |s| {
+        // A failed build is an answer too: stop waiting and say why.
+        if s.labels(issue).contains(&"build-failed".to_string()) {
+            panic!(
+                "the build failed: {}",
+                s.bot_comment(issue, "result").unwrap_or_default()
+            );
+        }
         s.fake.issue(issue).state == "closed"
     });
     let state = setup.fake.issue(issue);
@@ -520,7 +527,9 @@ fn bot_request_to_published_image() {
         .iter()
         .map(|c| format!("----- {} (comment {})\n{}\n", c.author, c.id, c.body))
         .collect();
-    let out = common::project::root().join("target/bot-transcript.md");
+    let dir = common::project::root().join("target");
+    std::fs::create_dir_all(&dir).expect("target/");
+    let out = dir.join("bot-transcript.md");
     std::fs::write(
         &out,
         format!(
