@@ -488,6 +488,31 @@ async fn missing_packages(bot: &Bot, indexes: &PackageIndexes, req: &Request) ->
     problems
 }
 
+/// A request with problems: the answer, the labels, the approval (if any)
+/// withdrawn, and `row` (state `invalid`) stored.
+async fn answer_invalid(
+    hub: &Hub,
+    bot: &Bot,
+    issue: u64,
+    text: &str,
+    previous: Option<&BotRequest>,
+    row: &BotRequest,
+) -> Result<(), BotError> {
+    bot.github
+        .upsert_comment(issue, KIND_REQUEST, text, None)
+        .await?;
+    set_labels(
+        bot,
+        issue,
+        &[REQUEST_LABEL, LABEL_INVALID],
+        &[LABEL_REVIEW, LABEL_APPROVED],
+    )
+    .await?;
+    withdraw_approval(bot, issue, previous).await?;
+    hub.store().save_bot_request(row).await?;
+    Ok(())
+}
+
 /// An approved request changed: its open pull request (the old version)
 /// is closed, so that it cannot be merged; a new `/approve` opens another.
 async fn withdraw_approval(
@@ -583,18 +608,15 @@ async fn handle_request(
     };
     let Some(req) = validated.request else {
         let text = request::comment::problems(issue, &validated.problems, &validated.flags);
-        bot.github
-            .upsert_comment(issue, KIND_REQUEST, &text, None)
-            .await?;
-        set_labels(
+        answer_invalid(
+            hub,
             bot,
             issue,
-            &[REQUEST_LABEL, LABEL_INVALID],
-            &[LABEL_REVIEW, LABEL_APPROVED],
+            &text,
+            previous.as_ref(),
+            &invalid(previous.clone()),
         )
         .await?;
-        withdraw_approval(bot, issue, previous.as_ref()).await?;
-        hub.store().save_bot_request(&invalid(previous)).await?;
         tracing::info!(
             issue,
             problems = validated.problems.len(),
@@ -624,19 +646,15 @@ async fn handle_request(
                 })
                 .collect();
             let text = request::comment::problems(issue, &problems, &validated.flags);
-            bot.github
-                .upsert_comment(issue, KIND_REQUEST, &text, None)
-                .await?;
-            set_labels(
+            return answer_invalid(
+                hub,
                 bot,
                 issue,
-                &[REQUEST_LABEL, LABEL_INVALID],
-                &[LABEL_REVIEW, LABEL_APPROVED],
+                &text,
+                previous.as_ref(),
+                &invalid(previous.clone()),
             )
-            .await?;
-            withdraw_approval(bot, issue, previous.as_ref()).await?;
-            hub.store().save_bot_request(&invalid(previous)).await?;
-            return Ok(());
+            .await;
         }
     };
     let text = request::comment::preview(&req, &preview, &validated.flags);
