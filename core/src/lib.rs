@@ -7,6 +7,7 @@
 //! without one pulling in the other's outside systems.
 
 pub mod catalog;
+pub mod cluster;
 pub mod formats;
 pub mod graph;
 pub mod identity;

@@ -177,7 +177,7 @@ fn memory(m: &Memory) -> Value {
 }
 
 /// A toleration in Kubernetes' camelCase form, with only the fields set.
-fn toleration(t: &Toleration) -> Value {
+pub(crate) fn toleration(t: &Toleration) -> Value {
     let mut m = Map::new();
     let fields = [
         ("key", &t.key),

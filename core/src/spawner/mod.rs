@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Base, Image, Toleration};
 
+pub(crate) use build::toleration;
 pub use build::{escape_html, profile_list};
 pub use check::{Violation, check};
 pub use yaml::values_fragment;

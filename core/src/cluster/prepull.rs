@@ -1,0 +1,359 @@
+//! Pre-puller DaemonSets: every published image pulled, by digest, onto
+//! the nodes where its users' pods can be scheduled, before anyone starts
+//! it.
+//!
+//! A *node class* is what decides where a pod may run: the profile's node
+//! selector and the tolerations its pods get (the hub's base tolerations
+//! and the profile's own, as KubeSpawner applies them). Images with the
+//! same placement share one DaemonSet; GPU images carry the catalog's GPU
+//! pool selector and tolerations, so they land only on GPU nodes, and CPU
+//! images stay off tainted GPU nodes. Each image is an init container
+//! (`/bin/sh -c "exit 0"`: pulled, started, done at once), and a pause
+//! container keeps the pod, so that the DaemonSet's status says on how
+//! many nodes every image is present. A class's name is derived from its
+//! placement, so a changed image list updates that DaemonSet in place,
+//! and a placement nobody uses any more leaves a stale DaemonSet that the
+//! sync deletes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Kind, Object, Owner, dns_label, labels, string_map};
+use crate::catalog::{Image, Toleration};
+
+/// The label that ties a DaemonSet's pods to it (with the instance).
+pub const NODE_CLASS: &str = "labforge.io/node-class";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrepullSettings {
+    /// Keep pre-puller DaemonSets [default: true].
+    pub enabled: bool,
+    /// The container that keeps each pod running once its images are pulled.
+    pub pause_image: String,
+    /// Secrets (type `kubernetes.io/dockerconfigjson`) for a registry that
+    /// needs a login; they must exist in the namespace.
+    pub image_pull_secrets: Vec<String>,
+    /// A PriorityClass for the pre-puller pods (e.g. a low one, so that they
+    /// never push users' pods off a node).
+    pub priority_class: Option<String>,
+    /// Earlier published versions kept pulled too, beside the current one
+    /// [default: 0].
+    pub previous_versions: usize,
+}
+
+impl Default for PrepullSettings {
+    fn default() -> PrepullSettings {
+        PrepullSettings {
+            enabled: true,
+            pause_image: "registry.k8s.io/pause:3.10".into(),
+            image_pull_secrets: Vec::new(),
+            priority_class: None,
+            previous_versions: 0,
+        }
+    }
+}
+
+/// One published image and the references to pull (current first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullImage {
+    pub name: String,
+    pub gpu: bool,
+    pub node_selector: BTreeMap<String, String>,
+    /// Only the profile's own; the hub's base tolerations are added per class.
+    pub tolerations: Vec<Toleration>,
+    /// `repo@sha256:…`, the current version first.
+    pub references: Vec<String>,
+}
+
+impl PullImage {
+    pub fn new(image: &Image, references: Vec<String>) -> PullImage {
+        PullImage {
+            name: image.name.clone(),
+            gpu: image.profile.gpus.is_some(),
+            node_selector: image.profile.node_selector.clone(),
+            tolerations: image.profile.tolerations.clone(),
+            references,
+        }
+    }
+}
+
+pub struct Prepull<'a> {
+    pub instance: &'a str,
+    pub images: &'a [PullImage],
+    /// The tolerations every user pod gets from the hub's configuration.
+    pub base_tolerations: &'a [Toleration],
+    pub settings: &'a PrepullSettings,
+    /// The object the DaemonSets belong to (the profiles ConfigMap), so that
+    /// deleting it removes them too; unknown before it exists.
+    pub owner: Option<&'a Owner>,
+}
+
+/// One node class and the images pulled on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeClass {
+    /// `gpu-<hash>` or `cpu-<hash>`.
+    pub id: String,
+    pub gpu: bool,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    /// (image name, reference), sorted by image name.
+    pub pulls: Vec<(String, String)>,
+}
+
+/// The node classes of `images`, sorted by id.
+pub fn classes(p: &Prepull<'_>) -> Vec<NodeClass> {
+    let mut by_key: BTreeMap<String, NodeClass> = BTreeMap::new();
+    for image in p.images {
+        let mut tolerations: Vec<Toleration> = Vec::new();
+        for t in p.base_tolerations.iter().chain(&image.tolerations) {
+            if !tolerations.contains(t) {
+                tolerations.push(t.clone());
+            }
+        }
+        let key = json!({
+            "nodeSelector": string_map(&image.node_selector),
+            "tolerations": tolerations.iter().map(crate::spawner::toleration).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let class = by_key.entry(key.clone()).or_insert_with(|| NodeClass {
+            id: hex8(&key),
+            gpu: false,
+            node_selector: image.node_selector.clone(),
+            tolerations,
+            pulls: Vec::new(),
+        });
+        class.gpu |= image.gpu;
+        let wanted = 1 + p.settings.previous_versions;
+        for reference in image.references.iter().take(wanted) {
+            class.pulls.push((image.name.clone(), reference.clone()));
+        }
+    }
+    let mut classes: Vec<NodeClass> = by_key
+        .into_values()
+        .filter(|c| !c.pulls.is_empty())
+        .map(|mut c| {
+            c.id = format!("{}-{}", if c.gpu { "gpu" } else { "cpu" }, c.id);
+            c.pulls.sort();
+            c
+        })
+        .collect();
+    classes.sort_by(|a, b| a.id.cmp(&b.id));
+    classes
+}
+
+fn hex8(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn name(instance: &str, class: &str) -> String {
+    dns_label(&format!("{instance}-prepull-{class}"), 63)
+}
+
+/// The DaemonSets, one per node class (none when pre-pulling is off).
+pub fn daemonsets(p: &Prepull<'_>) -> Vec<Object> {
+    if !p.settings.enabled {
+        return Vec::new();
+    }
+    classes(p).iter().map(|class| daemonset(p, class)).collect()
+}
+
+fn daemonset(p: &Prepull<'_>, class: &NodeClass) -> Object {
+    let name = name(p.instance, &class.id);
+    let mut selector = Map::new();
+    selector.insert(super::INSTANCE.into(), json!(p.instance));
+    selector.insert(NODE_CLASS.into(), json!(class.id));
+    let mut pod_labels = labels(p.instance, "prepull");
+    pod_labels.insert(NODE_CLASS.into(), json!(class.id));
+
+    // Nothing runs in these containers but `exit 0`: no privileges, no
+    // writes, tiny limits.
+    let security = json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": { "drop": ["ALL"] },
+    });
+    let resources = json!({
+        "requests": { "cpu": "0", "memory": "0" },
+        "limits": { "cpu": "100m", "memory": "64Mi" },
+    });
+    let mut used = Vec::new();
+    let init: Vec<Value> = class
+        .pulls
+        .iter()
+        .map(|(image, reference)| {
+            let container = unique(&mut used, &format!("pull-{image}"));
+            json!({
+                "name": container,
+                "image": reference,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/bin/sh", "-c", "exit 0"],
+                "resources": resources,
+                "securityContext": security,
+            })
+        })
+        .collect();
+
+    let mut spec = Map::new();
+    spec.insert("automountServiceAccountToken".into(), json!(false));
+    spec.insert("enableServiceLinks".into(), json!(false));
+    spec.insert("terminationGracePeriodSeconds".into(), json!(0));
+    spec.insert(
+        "securityContext".into(),
+        json!({
+            "runAsNonRoot": true,
+            "runAsUser": 65534,
+            "runAsGroup": 65534,
+            "seccompProfile": { "type": "RuntimeDefault" },
+        }),
+    );
+    if !class.node_selector.is_empty() {
+        spec.insert("nodeSelector".into(), string_map(&class.node_selector));
+    }
+    if !class.tolerations.is_empty() {
+        spec.insert(
+            "tolerations".into(),
+            Value::Array(
+                class
+                    .tolerations
+                    .iter()
+                    .map(crate::spawner::toleration)
+                    .collect(),
+            ),
+        );
+    }
+    if let Some(priority) = &p.settings.priority_class {
+        spec.insert("priorityClassName".into(), json!(priority));
+    }
+    if !p.settings.image_pull_secrets.is_empty() {
+        spec.insert(
+            "imagePullSecrets".into(),
+            Value::Array(
+                p.settings
+                    .image_pull_secrets
+                    .iter()
+                    .map(|s| json!({ "name": s }))
+                    .collect(),
+            ),
+        );
+    }
+    spec.insert("initContainers".into(), Value::Array(init));
+    spec.insert(
+        "containers".into(),
+        json!([{
+            "name": "pause",
+            "image": p.settings.pause_image,
+            "imagePullPolicy": "IfNotPresent",
+            "resources": {
+                "requests": { "cpu": "1m", "memory": "8Mi" },
+                "limits": { "cpu": "10m", "memory": "16Mi" },
+            },
+            "securityContext": security,
+        }]),
+    );
+
+    let images: Vec<&str> = {
+        let mut names: Vec<&str> = class.pulls.iter().map(|(n, _)| n.as_str()).collect();
+        names.dedup();
+        names
+    };
+    let mut metadata = json!({
+        "name": name,
+        "labels": Value::Object({
+            let mut l = labels(p.instance, "prepull");
+            l.insert(NODE_CLASS.into(), json!(class.id));
+            l
+        }),
+        "annotations": {
+            "labforge.io/images": images.join(","),
+            "labforge.io/gpu": class.gpu.to_string(),
+        },
+    });
+    if let (Some(owner), Some(m)) = (p.owner, metadata.as_object_mut()) {
+        m.insert("ownerReferences".into(), json!([owner.reference()]));
+    }
+    let body = json!({
+        "apiVersion": Kind::DaemonSet.api_version(),
+        "kind": Kind::DaemonSet.name(),
+        "metadata": metadata,
+        "spec": {
+            "selector": { "matchLabels": Value::Object(selector) },
+            // Every node pulls at once: nobody waits on these pods.
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": { "maxUnavailable": "100%" },
+            },
+            "template": {
+                "metadata": { "labels": Value::Object(pod_labels) },
+                "spec": Value::Object(spec),
+            },
+        },
+    });
+    Object::new(Kind::DaemonSet, name, body)
+}
+
+/// A container name from `wanted`: a DNS label of at most 63 characters,
+/// made unique among `used` with a numbered suffix.
+fn unique(used: &mut Vec<String>, wanted: &str) -> String {
+    let base = dns_label(wanted, 63);
+    let mut candidate = base.clone();
+    let mut n = 2;
+    while used.contains(&candidate) {
+        let suffix = format!("-{n}");
+        let mut b = base.clone();
+        b.truncate(63 - suffix.len());
+        candidate = format!("{}{suffix}", b.trim_end_matches('-'));
+        n += 1;
+    }
+    used.push(candidate.clone());
+    candidate
+}
+
+/// How far a DaemonSet has rolled out its current template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rollout {
+    /// Nodes that should run a pod.
+    pub desired: u64,
+    /// Pods of the current template that are available (all images pulled).
+    pub pulled: u64,
+    /// The controller has seen the current spec.
+    pub observed: bool,
+}
+
+impl Rollout {
+    /// From a DaemonSet as the API returns it.
+    pub fn of(ds: &Value) -> Rollout {
+        let n = |field: &str| {
+            ds.pointer(&format!("/status/{field}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        let generation = ds.pointer("/metadata/generation").and_then(Value::as_u64);
+        let observed = ds
+            .pointer("/status/observedGeneration")
+            .and_then(Value::as_u64);
+        let observed = generation.is_some() && observed >= generation;
+        Rollout {
+            desired: n("desiredNumberScheduled"),
+            pulled: if observed {
+                n("updatedNumberScheduled").min(n("numberAvailable"))
+            } else {
+                0
+            },
+            observed,
+        }
+    }
+
+    /// The share of its nodes that hold every image; `None` when no node
+    /// matches its placement.
+    pub fn share(&self) -> Option<f64> {
+        (self.desired > 0).then(|| self.pulled as f64 / self.desired as f64)
+    }
+}
