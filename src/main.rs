@@ -2,6 +2,7 @@
 
 mod bot_cmd;
 mod build_cmd;
+mod k8s_cmd;
 mod push_cmd;
 mod scan_cmd;
 mod serve_cmd;
@@ -196,6 +197,19 @@ enum Command {
     /// any published digest (also to undo a rollback). Tells the hub at
     /// [hub] url to reload.
     Rollback(serve_cmd::RollbackArgs),
+    /// Keep a Kubernetes cluster in line with the published catalog
+    ///
+    /// `sync` applies (server-side apply, field manager "labforge") the
+    /// profiles ConfigMap and one pre-puller DaemonSet per node class (GPU
+    /// images only where GPU pods can run, each image pulled by digest), and
+    /// deletes labforge's stale ones; a second run changes nothing. The
+    /// hub does the same in the background with [kubernetes] sync = true.
+    /// The cluster comes from KUBECONFIG (or [kubernetes] context), or the
+    /// pod's service account.
+    K8s {
+        #[command(subcommand)]
+        command: k8s_cmd::K8sCommand,
+    },
 }
 
 #[derive(Args)]
@@ -597,20 +611,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(scan_cmd::diff(args, &catalog))
         }
         Command::Serve(args) => {
-            let host = ctx
-                .config
-                .registry
-                .as_ref()
-                .and_then(|t| Registry::parse(t).ok())
-                .or_else(|| {
-                    ctx.layout
-                        .read_catalog()
-                        .ok()
-                        .and_then(|s| labforge_core::catalog::load(&s).ok())
-                        .and_then(|c| c.settings.registry)
-                })
-                .map(|r| r.host);
-            let options = registry_options(&ctx.config, host.as_deref())?;
+            let options = hub_registry_options(&ctx)?;
             runtime()?.block_on(serve_cmd::serve(
                 args,
                 &ctx.config,
@@ -620,7 +621,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ))
         }
         Command::Rollback(args) => runtime()?.block_on(serve_cmd::rollback(args, &ctx.config)),
+        Command::K8s { command } => {
+            let options = hub_registry_options(&ctx)?;
+            runtime()?.block_on(k8s_cmd::run(
+                command,
+                &ctx.config,
+                ctx.layout.clone(),
+                options,
+            ))
+        }
     }
+}
+
+/// How the hub reaches the registry: the configuration's registry, else
+/// the catalog's.
+fn hub_registry_options(ctx: &Project) -> Result<RegistryOptions> {
+    let host = ctx
+        .config
+        .registry
+        .as_ref()
+        .and_then(|t| Registry::parse(t).ok())
+        .or_else(|| {
+            ctx.layout
+                .read_catalog()
+                .ok()
+                .and_then(|s| labforge_core::catalog::load(&s).ok())
+                .and_then(|c| c.settings.registry)
+        })
+        .map(|r| r.host);
+    registry_options(&ctx.config, host.as_deref())
 }
 
 /// The catalog analysed with its bases pinned by digest, and the registry

@@ -103,17 +103,11 @@ pub async fn serve(
             "setting up the GitHub bot ([github] in labforge.toml, LABFORGE_GITHUB_* variables)",
         )?;
     let registry_check = Duration::from_secs(hub.registry_check_seconds.unwrap_or(300).max(1));
-    let options = labforge_hub::snapshot::Options {
-        spawner: hub.spawner.clone(),
-        jupyterhub_url: hub.jupyterhub_url.clone(),
-        staff_groups: hub.staff_groups.iter().cloned().collect::<BTreeSet<_>>(),
-    };
     let source = labforge_builder::project::Layout::read_catalog(&layout)
         .ok()
         .and_then(|s| labforge_core::catalog::load(&s).ok())
         .and_then(|c| c.settings.source);
-    let loader =
-        labforge_hub::load::Loader::new(layout, store, registry_options, options, registry_check);
+    let loader = loader(config, layout, store, registry_options);
     let settings = labforge_hub::Settings {
         refresh: Duration::from_secs(args.refresh.or(hub.refresh_seconds).unwrap_or(10).max(1)),
         registry_check,
@@ -138,6 +132,20 @@ pub async fn serve(
     if let Some(bot) = bot {
         hub = hub.with_bot(bot);
     }
+    let k8s = &config.kubernetes;
+    let sync_line = if k8s.sync {
+        let cluster = crate::k8s_cmd::connect(config, None, None).await?;
+        let line = format!(
+            "Kubernetes sync into namespace {} of {}",
+            cluster.namespace(),
+            cluster.url()
+        );
+        let settings = crate::k8s_cmd::sync_settings(config);
+        hub = hub.with_syncer(labforge_hub::cluster::Syncer::new(cluster, settings));
+        line
+    } else {
+        "Kubernetes sync off ([kubernetes] sync = false)".to_string()
+    };
     let hub = Arc::new(hub);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -165,12 +173,30 @@ pub async fn serve(
         "{}",
         bot_line.unwrap_or_else(|| "GitHub bot off (no LABFORGE_CATALOG_REPO)".to_string())
     );
+    eprintln!("{sync_line}");
     labforge_hub::serve(listener, hub, shutdown_signal()).await?;
     eprintln!("labforge hub stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 /// SIGTERM or Ctrl-C.
+/// The hub's snapshot loader, as `serve` and `k8s` use it.
+pub fn loader(
+    config: &Config,
+    layout: Layout,
+    store: StateStore,
+    registry_options: RegistryOptions,
+) -> labforge_hub::load::Loader {
+    let hub = &config.hub;
+    let registry_check = Duration::from_secs(hub.registry_check_seconds.unwrap_or(300).max(1));
+    let options = labforge_hub::snapshot::Options {
+        spawner: hub.spawner.clone(),
+        jupyterhub_url: hub.jupyterhub_url.clone(),
+        staff_groups: hub.staff_groups.iter().cloned().collect::<BTreeSet<_>>(),
+    };
+    labforge_hub::load::Loader::new(layout, store, registry_options, options, registry_check)
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -55,6 +55,36 @@ pub struct Config {
     /// The GitHub bot of `labforge serve` (off unless configured).
     #[serde(default)]
     pub github: GithubConfig,
+    /// The Kubernetes sync (`labforge k8s sync`, and the hub with `sync = true`).
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+/// The `[kubernetes]` table: what labforge keeps in a cluster (the
+/// profiles ConfigMap and the pre-puller DaemonSets) and how it reaches it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// `labforge serve` keeps the cluster in sync in the background
+    /// [default: false]. `labforge k8s sync` works either way.
+    #[serde(default)]
+    pub sync: bool,
+    /// Namespace of every object [default: the kubeconfig context's, or the
+    /// hub pod's own].
+    pub namespace: Option<String>,
+    /// kubeconfig context [default: the current one, or in-cluster].
+    pub context: Option<String>,
+    /// Label value and name prefix of every object, so that several
+    /// installations can share a namespace [default: `labforge`].
+    pub instance: Option<String>,
+    /// Seconds between syncs when nothing was published [default: 300];
+    /// every new snapshot is synced at once.
+    pub resync_seconds: Option<u64>,
+    /// Keep the profiles ConfigMap `<instance>-profiles` [default: true].
+    pub profiles_configmap: Option<bool>,
+    /// The pre-puller DaemonSets (`[kubernetes.prepull]`).
+    #[serde(default)]
+    pub prepull: labforge_core::cluster::prepull::PrepullSettings,
 }
 
 /// The `[github]` table: the image-request bot. Secrets are not kept here:

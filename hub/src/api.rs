@@ -403,6 +403,9 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
         }),
         "missing": status.missing,
         "registry_errors": status.registry_errors,
+        // The cluster sync does not decide readiness: profiles are served
+        // whether or not the cluster is up to date.
+        "kubernetes": hub.syncer().map(|s| s.status()),
     });
     let code = if ready {
         StatusCode::OK

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod auth;
 pub mod bot;
+pub mod cluster;
 pub mod doc;
 pub mod events;
 pub mod git;
@@ -84,6 +85,10 @@ pub struct Hub {
     pub settings: Settings,
     /// The GitHub bot, when configured.
     bot: Option<Arc<bot::Bot>>,
+    /// The Kubernetes sync, when configured.
+    syncer: Option<Arc<cluster::Syncer>>,
+    /// Woken after every snapshot that was swapped in.
+    pub(crate) loaded: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -99,6 +104,8 @@ impl Hub {
             web: web::Web::new()?,
             settings,
             bot: None,
+            syncer: None,
+            loaded: tokio::sync::Notify::new(),
         })
     }
 
@@ -110,6 +117,16 @@ impl Hub {
 
     pub fn bot(&self) -> Option<&Arc<bot::Bot>> {
         self.bot.as_ref()
+    }
+
+    /// Keep a cluster in sync with every snapshot (`[kubernetes] sync`).
+    pub fn with_syncer(mut self, syncer: cluster::Syncer) -> Hub {
+        self.syncer = Some(Arc::new(syncer));
+        self
+    }
+
+    pub fn syncer(&self) -> Option<&Arc<cluster::Syncer>> {
+        self.syncer.as_ref()
     }
 
     pub fn layout(&self) -> &labforge_builder::Layout {
@@ -159,6 +176,7 @@ impl Hub {
                     .collect();
                 status.registry_errors = report.registry_errors.clone();
                 status.last_success_ms = Some(now);
+                self.loaded.notify_waiters();
                 Ok(snapshot)
             }
             Err(e) => {
@@ -253,7 +271,10 @@ pub async fn serve(
         tracing::warn!(error = %e, "no catalog to serve yet; /readyz says why, and the hub retries");
     }
     let refresher = tokio::spawn(Arc::clone(&hub).refresh_loop());
-    let workers = bot::start(&hub).await;
+    let mut workers = bot::start(&hub).await;
+    if let Some(syncer) = hub.syncer() {
+        workers.push(tokio::spawn(Arc::clone(syncer).run(Arc::clone(&hub))));
+    }
     let result = axum::serve(listener, app(hub))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -253,6 +253,15 @@ impl Snapshot {
         Some((self.catalog.images.get(*i)?, body))
     }
 
+    /// Every image with a profile and the versions it offers (current
+    /// first), in catalog order.
+    pub fn published(&self) -> impl Iterator<Item = (&Image, &[Version])> {
+        self.profiles
+            .images
+            .iter()
+            .zip(self.profiles.versions.iter().map(Vec::as_slice))
+    }
+
     /// The number of profiles in the full list.
     pub fn profile_count(&self) -> usize {
         self.profiles.images.len()
