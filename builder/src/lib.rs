@@ -7,6 +7,7 @@ pub mod build;
 pub mod buildkit;
 pub mod ca;
 pub mod cluster;
+pub mod context_server;
 pub mod config;
 pub mod creds;
 pub mod engine;

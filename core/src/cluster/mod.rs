@@ -7,6 +7,8 @@
 //! - [`prepull`]: one pre-puller DaemonSet per node class, so that an image
 //!   is pulled exactly where its users' pods can be scheduled (GPU images on
 //!   GPU nodes), by digest; and how far each has rolled out.
+//! - [`job`]: the Job of one image build in a rootless BuildKit pod that
+//!   fetches its context with a one-time token and pushes by content tag.
 //! - [`plan`]: desired objects against the listed ones → create, update
 //!   (with the fields that differ), unchanged, delete.
 //!
@@ -17,6 +19,7 @@
 //! objects of one instance, and a hash of its body, so that a sync that has
 //! nothing to change sends nothing.
 
+pub mod job;
 pub mod plan;
 pub mod prepull;
 pub mod profiles;
