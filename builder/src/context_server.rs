@@ -670,11 +670,14 @@ async fn copy_timed<R: AsyncRead + Unpin>(
 mod tests {
     use super::*;
 
+    /// Method, path and bearer token of a request head.
+    type Head<'a> = (&'a str, &'a str, Option<&'a str>);
+
     #[test]
     fn request_heads() {
         let t = "a".repeat(64);
         let id = "0".repeat(64);
-        let cases: &[(&str, Option<(&str, &str, Option<&str>)>)] = &[
+        let cases: &[(&str, Option<Head<'_>>)] = &[
             (
                 "GET /contexts/x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer abc\r\n",
                 Some(("GET", "/contexts/x", Some("abc"))),
