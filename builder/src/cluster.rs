@@ -180,6 +180,10 @@ impl Cluster {
     /// Connect with the kubeconfig (`KUBECONFIG` or `~/.kube/config`) or,
     /// inside a pod, its service account.
     pub async fn connect(options: &ClusterOptions) -> Result<Cluster, ClusterError> {
+        // Both of rustls's providers are compiled in (other dependencies
+        // ask for aws-lc-rs), so kube's TLS needs one chosen for the
+        // process; a provider installed earlier stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let config = match &options.context {
             Some(context) => Config::from_kubeconfig(&KubeConfigOptions {
                 context: Some(context.clone()),

@@ -55,8 +55,14 @@ pub fn plan(instance: &str, desired: &[Object], current: &[(Kind, Value)]) -> Ve
         let (action, uid) = match found {
             None => (Action::Create, None),
             Some((_, have)) => {
+                // Items of a list carry no apiVersion and kind: the list says them.
+                let mut body = want.body.clone();
+                if let Some(m) = body.as_object_mut() {
+                    m.remove("apiVersion");
+                    m.remove("kind");
+                }
                 let mut fields = Vec::new();
-                differences(&want.body, have, &mut String::new(), &mut fields);
+                differences(&body, have, &mut String::new(), &mut fields);
                 fields.retain(|f| !f.contains(super::APPLIED_HASH));
                 if fields.is_empty() && applied_hash(have) != want.applied_hash() {
                     fields.push(REMOVED_FIELDS.to_string());

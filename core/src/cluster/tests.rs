@@ -308,6 +308,11 @@ fn the_profiles_configmap_holds_the_lists_and_refuses_to_outgrow_kubernetes() {
 /// status around what was applied.
 fn served(object: &Object, uid: &str) -> Value {
     let mut body = object.body.clone();
+    // As an item of a list: no apiVersion and kind.
+    if let Some(m) = body.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
     body["metadata"]["uid"] = json!(uid);
     body["metadata"]["resourceVersion"] = json!("42");
     body["metadata"]["generation"] = json!(1);
