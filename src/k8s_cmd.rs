@@ -90,6 +90,7 @@ pub async fn connect(
     let options = ClusterOptions {
         namespace: namespace.map(str::to_string).or(k8s.namespace.clone()),
         context: context.map(str::to_string).or(k8s.context.clone()),
+        kubeconfig: None,
         retry: Default::default(),
     };
     Ok(Cluster::connect(&options).await?)

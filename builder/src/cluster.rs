@@ -14,7 +14,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams,
     PostParams, Preconditions, PropagationPolicy, ValidationDirective,
 };
-use kube::config::KubeConfigOptions;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::{Client, Config};
 use labforge_core::cluster::{FIELD_MANAGER, Kind};
@@ -147,6 +147,8 @@ pub struct ClusterOptions {
     pub namespace: Option<String>,
     /// kubeconfig context; unset: the current one (or in-cluster).
     pub context: Option<String>,
+    /// A kubeconfig file to read instead of `KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<std::path::PathBuf>,
     pub retry: Retry,
 }
 
@@ -184,18 +186,26 @@ impl Cluster {
         // ask for aws-lc-rs), so kube's TLS needs one chosen for the
         // process; a provider installed earlier stays.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = match &options.context {
-            Some(context) => Config::from_kubeconfig(&KubeConfigOptions {
-                context: Some(context.clone()),
-                ..KubeConfigOptions::default()
-            })
-            .await
-            .map_err(|e| ClusterError::Config {
-                message: labforge_core::error_chain(&e),
-            })?,
-            None => Config::infer().await.map_err(|e| ClusterError::Config {
-                message: labforge_core::error_chain(&e),
-            })?,
+        let config_error = |e: &dyn std::error::Error| ClusterError::Config {
+            message: labforge_core::error_chain(e),
+        };
+        let kube_options = KubeConfigOptions {
+            context: options.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let config = match (&options.kubeconfig, &options.context) {
+            (Some(path), _) => {
+                let file = Kubeconfig::read_from(path).map_err(|e| ClusterError::Config {
+                    message: format!("{}: {}", path.display(), labforge_core::error_chain(&e)),
+                })?;
+                Config::from_custom_kubeconfig(file, &kube_options)
+                    .await
+                    .map_err(|e| config_error(&e))?
+            }
+            (None, Some(_)) => Config::from_kubeconfig(&kube_options)
+                .await
+                .map_err(|e| config_error(&e))?,
+            (None, None) => Config::infer().await.map_err(|e| config_error(&e))?,
         };
         let url = config.cluster_url.to_string();
         let namespace = options

@@ -1,0 +1,291 @@
+//! One image build as a Kubernetes Job: the `kubernetes` build backend's
+//! I/O half.
+//!
+//! The rendered context tarball is offered by the [`ContextServer`] under a
+//! one-time token; the Job (`labforge_core::cluster::job`, a rootless
+//! BuildKit pod) fetches it, builds, pushes by the content tag and prints
+//! BuildKit's metadata. Here: create the Job, wait for its pod, follow its
+//! log line by line (every line to the caller, for the build record), read
+//! the pushed digest from the marked metadata line, wait for the Job to
+//! end, and delete it (its pod goes with it) whatever happened. At most
+//! `concurrency` Jobs run at once.
+//!
+//! Must not decide what the Job looks like (that is the pure core), and
+//! must not record anything: the caller confirms the digest in the
+//! registry and records the build, as it does for the engine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use labforge_core::cluster::job::{self, BuildJob, BuildJobSettings, Pushed};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::context_server::{ContextError, ContextServer};
+
+/// Lines of the pod's log kept for the error of a failed build.
+const TAIL: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeBuildError {
+    #[error("{image}: {source}")]
+    Cluster { image: String, source: ClusterError },
+    #[error("{image}: cannot offer the build context: {source}")]
+    Context { image: String, source: ContextError },
+    #[error(
+        "{image}: the build Job {job} failed: {reason}{}",
+        tail_text(.tail)
+    )]
+    Failed {
+        image: String,
+        job: String,
+        reason: String,
+        tail: Vec<String>,
+    },
+    #[error(
+        "{image}: the build Job {job} ended without BuildKit's metadata line, so the pushed digest is unknown{}",
+        tail_text(.tail)
+    )]
+    NoDigest {
+        image: String,
+        job: String,
+        tail: Vec<String>,
+    },
+    #[error("{image}: the build Job {job} vanished before it ended (deleted by someone else?)")]
+    Vanished { image: String, job: String },
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; last lines of its log:\n{}", tail.join("\n"))
+    }
+}
+
+/// One build to run.
+pub struct BuildRequest<'a> {
+    pub image: &'a str,
+    pub identity: &'a str,
+    /// `<registry>/<repo>:<content tag>`.
+    pub target: &'a str,
+    pub build_args: &'a BTreeMap<String, String>,
+    pub platform: &'a str,
+    /// The uncompressed context tar, as `engine::context_tar` writes it.
+    pub context_tar: &'a Path,
+}
+
+pub struct KubeBuilder {
+    cluster: Cluster,
+    contexts: ContextServer,
+    settings: BuildJobSettings,
+    instance: String,
+    limit: Arc<Semaphore>,
+    /// How long a context token works.
+    pub token_ttl: Duration,
+    /// Between looks at a Job's pod and status.
+    pub poll: Duration,
+}
+
+impl KubeBuilder {
+    pub fn new(
+        cluster: Cluster,
+        contexts: ContextServer,
+        settings: BuildJobSettings,
+        instance: &str,
+        concurrency: usize,
+    ) -> KubeBuilder {
+        KubeBuilder {
+            cluster,
+            contexts,
+            settings,
+            instance: instance.to_string(),
+            limit: Arc::new(Semaphore::new(concurrency.max(1))),
+            token_ttl: Duration::from_secs(600),
+            poll: Duration::from_secs(2),
+        }
+    }
+
+    /// Run one build; `on_line` gets every line of the pod's log.
+    pub async fn build(
+        &self,
+        request: &BuildRequest<'_>,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<Pushed, KubeBuildError> {
+        let image = request.image.to_string();
+        let cluster_error = |source| KubeBuildError::Cluster {
+            image: image.clone(),
+            source,
+        };
+        let _permit = self.limit.acquire().await;
+        let ticket = self
+            .contexts
+            .offer(request.context_tar.to_path_buf(), self.token_ttl)
+            .map_err(|source| KubeBuildError::Context {
+                image: image.clone(),
+                source,
+            })?;
+        let body = job::build_job(&BuildJob {
+            instance: &self.instance,
+            image: request.image,
+            identity: request.identity,
+            target: request.target,
+            build_args: request.build_args,
+            platform: request.platform,
+            context_url: &ticket.url,
+            context_token: ticket.token.expose_secret(),
+            token_expires_at: ticket.expires_at,
+            settings: &self.settings,
+        });
+        let name = job::job_name(&self.instance, request.image, request.identity);
+        // A Job of the same name is left from an interrupted run of the
+        // same build: it has no future (its token is gone).
+        if self
+            .cluster
+            .job(&name)
+            .await
+            .map_err(cluster_error)?
+            .is_some()
+        {
+            tracing::warn!(image = %image, k8s.job = %name, "deleting a leftover build Job");
+            self.cluster
+                .delete_job(&name)
+                .await
+                .map_err(cluster_error)?;
+            while self
+                .cluster
+                .job(&name)
+                .await
+                .map_err(cluster_error)?
+                .is_some()
+            {
+                tokio::time::sleep(self.poll).await;
+            }
+        }
+        self.cluster
+            .create_job(&body)
+            .await
+            .map_err(cluster_error)?;
+        tracing::info!(image = %image, k8s.job = %name, "build Job created");
+        let result = self.follow(&image, &name, &mut on_line).await;
+        match self.cluster.delete_job(&name).await {
+            Ok(_) => tracing::info!(image = %image, k8s.job = %name, "build Job deleted"),
+            Err(e) => tracing::warn!(
+                image = %image,
+                k8s.job = %name,
+                error = %e,
+                "the build Job could not be deleted; its ttlSecondsAfterFinished removes it"
+            ),
+        }
+        result
+    }
+
+    async fn follow(
+        &self,
+        image: &str,
+        name: &str,
+        on_line: &mut impl FnMut(&str),
+    ) -> Result<Pushed, KubeBuildError> {
+        let cluster_error = |source| KubeBuildError::Cluster {
+            image: image.to_string(),
+            source,
+        };
+        // The pod, once it runs (or already ended).
+        let pod = loop {
+            if let Some(reason) = self.failed(image, name).await? {
+                return Err(KubeBuildError::Failed {
+                    image: image.into(),
+                    job: name.into(),
+                    reason,
+                    tail: Vec::new(),
+                });
+            }
+            if let Some(pod) = self.cluster.job_pod(name).await.map_err(cluster_error)?
+                && matches!(
+                    pod.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Running" | "Succeeded" | "Failed")
+                )
+                && let Some(pod_name) = pod.pointer("/metadata/name").and_then(Value::as_str)
+            {
+                break pod_name.to_string();
+            }
+            tokio::time::sleep(self.poll).await;
+        };
+        let mut pushed = None;
+        let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL);
+        self.cluster
+            .follow_log(&pod, job::CONTAINER, |line| {
+                on_line(line);
+                if let Some(p) = job::parse_metadata(line) {
+                    pushed = Some(p);
+                }
+                if tail.len() == TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line.to_string());
+            })
+            .await
+            .map_err(cluster_error)?;
+        let tail: Vec<String> = tail.into_iter().collect();
+        // The log ends with the container; the Job's status follows.
+        loop {
+            let Some(job) = self.cluster.job(name).await.map_err(cluster_error)? else {
+                return Err(KubeBuildError::Vanished {
+                    image: image.into(),
+                    job: name.into(),
+                });
+            };
+            if let Some(reason) = failure(&job) {
+                return Err(KubeBuildError::Failed {
+                    image: image.into(),
+                    job: name.into(),
+                    reason,
+                    tail,
+                });
+            }
+            if condition(&job, "Complete").is_some() {
+                return pushed.ok_or(KubeBuildError::NoDigest {
+                    image: image.into(),
+                    job: name.into(),
+                    tail,
+                });
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    async fn failed(&self, image: &str, name: &str) -> Result<Option<String>, KubeBuildError> {
+        match self.cluster.job(name).await {
+            Ok(Some(job)) => Ok(failure(&job)),
+            Ok(None) => Err(KubeBuildError::Vanished {
+                image: image.into(),
+                job: name.into(),
+            }),
+            Err(source) => Err(KubeBuildError::Cluster {
+                image: image.into(),
+                source,
+            }),
+        }
+    }
+}
+
+/// The reason of a Job's `Failed` condition.
+fn failure(job: &Value) -> Option<String> {
+    condition(job, "Failed").map(|c| {
+        let reason = c.get("reason").and_then(Value::as_str).unwrap_or("Failed");
+        match c.get("message").and_then(Value::as_str) {
+            Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+            _ => reason.to_string(),
+        }
+    })
+}
+
+fn condition<'a>(job: &'a Value, kind: &str) -> Option<&'a Value> {
+    job.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind && c["status"] == "True")
+}
