@@ -70,15 +70,23 @@ pub struct ManifestArgs {
 }
 
 /// `[kubernetes]` as the sync takes it.
-pub fn sync_settings(config: &Config) -> SyncSettings {
+pub fn sync_settings(config: &Config) -> Result<SyncSettings> {
     let k8s = &config.kubernetes;
-    SyncSettings {
-        instance: k8s.instance.clone().unwrap_or_else(|| "labforge".into()),
+    let instance = k8s.instance.clone().unwrap_or_else(|| "labforge".into());
+    // It prefixes every name (`<instance>-prepull-gpu-1a2b3c4d` must stay
+    // a 63-character label with its class intact) and is a label value.
+    if instance.len() > 30 || labforge_core::cluster::dns_label(&instance, 30) != instance {
+        anyhow::bail!(
+            "[kubernetes] instance = {instance:?}: use at most 30 lowercase letters, digits and inner dashes"
+        );
+    }
+    Ok(SyncSettings {
+        instance,
         profiles_configmap: k8s.profiles_configmap.unwrap_or(true),
         prepull: k8s.prepull.clone(),
         base_tolerations: config.hub.spawner.base_tolerations.clone(),
         resync: Duration::from_secs(k8s.resync_seconds.unwrap_or(300).max(10)),
-    }
+    })
 }
 
 pub async fn connect(
@@ -109,7 +117,7 @@ pub async fn run(
         }
         K8sCommand::Manifests(args) => {
             let snapshot = snapshot(config, args.state.as_ref(), layout, registry).await?;
-            let objects = labforge_hub::cluster::desired(&snapshot, &sync_settings(config), None)?;
+            let objects = labforge_hub::cluster::desired(&snapshot, &sync_settings(config)?, None)?;
             let list = serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "List",
@@ -119,6 +127,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         K8sCommand::Sync(args) => {
+            let settings = sync_settings(config)?;
             let cluster = connect(
                 config,
                 args.target.namespace.as_deref(),
@@ -130,16 +139,15 @@ pub async fn run(
                 dry_run: args.dry_run,
                 force: args.force,
             };
-            let report =
-                labforge_hub::cluster::sync(&cluster, &snapshot, &sync_settings(config), mode)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "syncing namespace {} of {}",
-                            cluster.namespace(),
-                            cluster.url()
-                        )
-                    })?;
+            let report = labforge_hub::cluster::sync(&cluster, &snapshot, &settings, mode)
+                .await
+                .with_context(|| {
+                    format!(
+                        "syncing namespace {} of {}",
+                        cluster.namespace(),
+                        cluster.url()
+                    )
+                })?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -134,13 +134,13 @@ pub async fn serve(
     }
     let k8s = &config.kubernetes;
     let sync_line = if k8s.sync {
+        let settings = crate::k8s_cmd::sync_settings(config)?;
         let cluster = crate::k8s_cmd::connect(config, None, None).await?;
         let line = format!(
             "Kubernetes sync into namespace {} of {}",
             cluster.namespace(),
             cluster.url()
         );
-        let settings = crate::k8s_cmd::sync_settings(config);
         hub = hub.with_syncer(labforge_hub::cluster::Syncer::new(cluster, settings));
         line
     } else {
@@ -179,7 +179,6 @@ pub async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGTERM or Ctrl-C.
 /// The hub's snapshot loader, as `serve` and `k8s` use it.
 pub fn loader(
     config: &Config,
@@ -197,6 +196,7 @@ pub fn loader(
     labforge_hub::load::Loader::new(layout, store, registry_options, options, registry_check)
 }
 
+/// SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

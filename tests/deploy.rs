@@ -909,14 +909,9 @@ fn the_hub_config_is_a_labforge_toml_that_fits_the_pod() {
         );
     }
 
-    // The Kubernetes sync is described, not switched on (no such table yet).
-    assert!(text.contains("[kubernetes]") && text.contains("sync = true"));
-    assert!(
-        text.lines()
-            .filter(|l| l.contains("[kubernetes]") || l.contains("sync = true"))
-            .all(|l| l.trim_start().starts_with('#')),
-        "the [kubernetes] block stays commented out"
-    );
+    // The Kubernetes sync is on, in the hub's own namespace (the Role's).
+    assert!(config.kubernetes.sync, "[kubernetes] sync = true");
+    assert_eq!(config.kubernetes.namespace, None, "the pod's own namespace");
 }
 
 // --- the registry -----------------------------------------------------------

@@ -329,3 +329,34 @@ async fn no_more_jobs_run_at_once_than_allowed() {
     assert_eq!(one.await.expect("joined").expect("built").digest, DIGEST);
     assert_eq!(three.await.expect("joined").expect("built").digest, DIGEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_never_starts_fails_the_build_when_its_token_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeKube::start();
+    let mut builder = builder(&fake, dir.path(), 1).await;
+    builder.token_ttl = Duration::from_secs(1);
+    let tar = context_tar(dir.path());
+    let build_args = args();
+    let identity = "7".repeat(64);
+    let request = BuildRequest {
+        image: "stuck",
+        identity: &identity,
+        target: "127.0.0.1:5000/labforge/x:main-0",
+        build_args: &build_args,
+        platform: "linux/amd64",
+        context_tar: &tar,
+    };
+    // Nobody runs the Job: its pod stays Pending.
+    let err = builder
+        .build(&request, |_| {})
+        .await
+        .expect_err("a pod that never starts never builds");
+    let text = err.to_string();
+    assert!(
+        text.contains("did not start before the context token expired"),
+        "{text}"
+    );
+    assert!(text.contains("Pending"), "{text}");
+    assert!(fake.objects("jobs").is_empty(), "the Job is deleted");
+}

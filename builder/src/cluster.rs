@@ -34,25 +34,30 @@ pub struct Permission {
 /// Secrets are absent on purpose: the hub reads its own Secret through
 /// the environment and volumes the kubelet mounts, never through the API.
 pub const PERMISSIONS: &[Permission] = &[
+    // The profiles ConfigMap and the pre-puller DaemonSets: listed by
+    // label, server-side applied (`create` too: an apply that creates the
+    // object is authorized as a create), deleted when stale.
     Permission {
         api_group: "",
         resource: "configmaps",
-        verbs: &["get", "list", "create", "patch", "delete"],
+        verbs: &["list", "create", "patch", "delete"],
     },
     Permission {
         api_group: "apps",
         resource: "daemonsets",
-        verbs: &["get", "list", "create", "patch", "delete"],
+        verbs: &["list", "create", "patch", "delete"],
     },
+    // Build Jobs: created, watched by name, deleted when done.
     Permission {
         api_group: "batch",
         resource: "jobs",
-        verbs: &["get", "list", "create", "delete"],
+        verbs: &["get", "create", "delete"],
     },
+    // A build Job's pod (found by the Job's uid) and its log.
     Permission {
         api_group: "",
         resource: "pods",
-        verbs: &["get", "list"],
+        verbs: &["list"],
     },
     Permission {
         api_group: "",
@@ -207,6 +212,10 @@ impl Cluster {
                 .map_err(|e| config_error(&e))?,
             (None, None) => Config::infer().await.map_err(|e| config_error(&e))?,
         };
+        // One retry policy, ours: kube's own would retry 429/503/504 up to
+        // 15 times inside each of our attempts.
+        let mut config = config;
+        config.default_retry = false;
         let url = config.cluster_url.to_string();
         let namespace = options
             .namespace
@@ -278,10 +287,13 @@ impl Cluster {
         Ok(found.as_ref().map(to_value))
     }
 
-    /// The pod a Job started, if it has one yet.
-    pub async fn job_pod(&self, job: &str) -> Result<Option<Value>, ClusterError> {
+    /// The pod a Job started, if it has one yet: selected by the Job's uid,
+    /// so that a terminating pod of an earlier Job of the same name is
+    /// never taken for it.
+    pub async fn job_pod(&self, job: &str, uid: &str) -> Result<Option<Value>, ClusterError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let params = ListParams::default().labels(&format!("job-name={job}"));
+        let params =
+            ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}"));
         let pods = self
             .retrying("list", "pod", job, || api.list(&params))
             .await?;
@@ -353,15 +365,6 @@ impl Cluster {
             .retrying("list", kind, "", || api.list(&params))
             .await?;
         Ok(list.items.iter().map(to_value).collect())
-    }
-
-    /// One object, or `None` when there is none of that name.
-    pub async fn get(&self, kind: Kind, name: &str) -> Result<Option<Value>, ClusterError> {
-        let api = self.api(kind);
-        let found = self
-            .retrying("get", kind, name, || api.get_opt(name))
-            .await?;
-        Ok(found.as_ref().map(to_value))
     }
 
     /// Server-side apply `body` as labforge's field manager, with strict

@@ -29,6 +29,9 @@ use crate::context_server::{ContextError, ContextServer};
 /// Lines of the pod's log kept for the error of a failed build.
 const TAIL: usize = 40;
 
+/// How often a followed log checks that its Job still runs.
+const LOG_CHECK: Duration = Duration::from_secs(15);
+
 #[derive(Debug, thiserror::Error)]
 pub enum KubeBuildError {
     #[error("{image}: {source}")]
@@ -165,12 +168,25 @@ impl KubeBuilder {
                 tokio::time::sleep(self.poll).await;
             }
         }
-        self.cluster
-            .create_job(&body)
-            .await
-            .map_err(cluster_error)?;
+        let created = match self.cluster.create_job(&body).await {
+            Ok(created) => created,
+            Err(e) => {
+                // A create that landed before its answer was lost (and was
+                // retried) leaves a Job with a live token: take it down.
+                let _ = self.cluster.delete_job(&name).await;
+                return Err(cluster_error(e));
+            }
+        };
+        let uid = created
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         tracing::info!(image = %image, k8s.job = %name, "build Job created");
-        let result = self.follow(&image, &name, &mut on_line).await;
+        let deadline = tokio::time::Instant::now() + self.token_ttl;
+        let result = self
+            .follow(&image, &name, &uid, deadline, &mut on_line)
+            .await;
         match self.cluster.delete_job(&name).await {
             Ok(_) => tracing::info!(image = %image, k8s.job = %name, "build Job deleted"),
             Err(e) => tracing::warn!(
@@ -187,6 +203,8 @@ impl KubeBuilder {
         &self,
         image: &str,
         name: &str,
+        uid: &str,
+        deadline: tokio::time::Instant,
         on_line: &mut impl FnMut(&str),
     ) -> Result<Pushed, KubeBuildError> {
         let cluster_error = |source| KubeBuildError::Cluster {
@@ -195,15 +213,12 @@ impl KubeBuilder {
         };
         // The pod, once it runs (or already ended).
         let pod = loop {
-            if let Some(reason) = self.failed(image, name).await? {
-                return Err(KubeBuildError::Failed {
-                    image: image.into(),
-                    job: name.into(),
-                    reason,
-                    tail: Vec::new(),
-                });
-            }
-            if let Some(pod) = self.cluster.job_pod(name).await.map_err(cluster_error)?
+            let pod = self
+                .cluster
+                .job_pod(name, uid)
+                .await
+                .map_err(cluster_error)?;
+            if let Some(pod) = &pod
                 && matches!(
                     pod.pointer("/status/phase").and_then(Value::as_str),
                     Some("Running" | "Succeeded" | "Failed")
@@ -212,12 +227,38 @@ impl KubeBuilder {
             {
                 break pod_name.to_string();
             }
+            // Failed before its pod ran (a pod that did run is followed
+            // above, for its log).
+            if let Some(reason) = self.failed(image, name).await? {
+                return Err(KubeBuildError::Failed {
+                    image: image.into(),
+                    job: name.into(),
+                    reason,
+                    tail: Vec::new(),
+                });
+            }
+            // Its context token dies now: a pod that has not started by
+            // then (unschedulable, an image or Secret it cannot get) never
+            // builds.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(KubeBuildError::Failed {
+                    image: image.into(),
+                    job: name.into(),
+                    reason: format!(
+                        "its pod did not start before the context token expired ({})",
+                        pod.as_ref()
+                            .map(waiting)
+                            .unwrap_or_else(|| "no pod was created".into())
+                    ),
+                    tail: Vec::new(),
+                });
+            }
             tokio::time::sleep(self.poll).await;
         };
         let mut pushed = None;
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL);
-        self.cluster
-            .follow_log(&pod, job::CONTAINER, |line| {
+        {
+            let follow = self.cluster.follow_log(&pod, job::CONTAINER, |line| {
                 on_line(line);
                 if let Some(p) = job::parse_metadata(line) {
                     pushed = Some(p);
@@ -226,9 +267,31 @@ impl KubeBuilder {
                     tail.pop_front();
                 }
                 tail.push_back(line.to_string());
-            })
-            .await
-            .map_err(cluster_error)?;
+            });
+            tokio::pin!(follow);
+            // The log ends with the container. Should the stream hang (a
+            // half-open connection), the Job's end ends the wait.
+            let mut ended_at: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::select! {
+                    followed = &mut follow => {
+                        followed.map_err(cluster_error)?;
+                        break;
+                    }
+                    () = tokio::time::sleep(LOG_CHECK) => {
+                        let job = self.cluster.job(name).await.map_err(cluster_error)?;
+                        let ended = job.as_ref().is_none_or(|j| {
+                            failure(j).is_some() || condition(j, "Complete").is_some()
+                        });
+                        match (ended, ended_at) {
+                            (true, Some(t)) if t.elapsed() >= LOG_CHECK => break,
+                            (true, None) => ended_at = Some(tokio::time::Instant::now()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
         let tail: Vec<String> = tail.into_iter().collect();
         // The log ends with the container; the Job's status follows.
         loop {
@@ -269,6 +332,44 @@ impl KubeBuilder {
                 source,
             }),
         }
+    }
+}
+
+/// Why a pod is not running: its containers' waiting reasons, or why it
+/// cannot be scheduled.
+fn waiting(pod: &Value) -> String {
+    let mut reasons: Vec<String> = Vec::new();
+    for c in pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(w) = c.pointer("/state/waiting") {
+            let reason = w.get("reason").and_then(Value::as_str).unwrap_or("Waiting");
+            let message = w.get("message").and_then(Value::as_str).unwrap_or("");
+            reasons.push(format!("{reason} {message}").trim().to_string());
+        }
+    }
+    for c in pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if c["type"] == "PodScheduled" && c["status"] == "False" {
+            let message = c.get("message").and_then(Value::as_str).unwrap_or("");
+            reasons.push(format!("unschedulable: {message}"));
+        }
+    }
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    if reasons.is_empty() {
+        format!("pod phase {phase}")
+    } else {
+        format!("pod phase {phase}: {}", reasons.join("; "))
     }
 }
 

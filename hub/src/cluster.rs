@@ -106,6 +106,11 @@ pub fn desired(
     if settings.profiles_configmap {
         objects.push(profiles_configmap(snapshot, &settings.instance)?);
     }
+    objects.extend(daemonsets(snapshot, settings, owner));
+    Ok(objects)
+}
+
+fn daemonsets(snapshot: &Snapshot, settings: &SyncSettings, owner: Option<&Owner>) -> Vec<Object> {
     let images: Vec<PullImage> = snapshot
         .published()
         .map(|(image, versions)| {
@@ -115,14 +120,13 @@ pub fn desired(
             )
         })
         .collect();
-    objects.extend(prepull::daemonsets(&prepull::Prepull {
+    prepull::daemonsets(&prepull::Prepull {
         instance: &settings.instance,
         images: &images,
         base_tolerations: &settings.base_tolerations,
         settings: &settings.prepull,
         owner,
-    }));
-    Ok(objects)
+    })
 }
 
 fn profiles_configmap(snapshot: &Snapshot, instance: &str) -> Result<Object, SyncError> {
@@ -171,18 +175,42 @@ pub async fn sync(
     }
 
     // The DaemonSets name the ConfigMap as their owner, so it has to
-    // exist (and have a uid) first.
+    // exist (and have a uid) first. A ConfigMap that cannot be built (a
+    // list over 1 MiB) fails on its own: the one in the cluster stays, and
+    // the pre-pullers are still synced.
     let cm_name = profiles::name(instance);
+    let cm = settings
+        .profiles_configmap
+        .then(|| profiles_configmap(snapshot, instance));
     let mut early: Option<Outcome> = None;
     let mut owner = None;
-    if settings.profiles_configmap {
+    if let Some(built) = &cm {
         let existing = current
             .iter()
             .find(|(k, o)| *k == Kind::ConfigMap && name_of(o) == Some(cm_name.as_str()));
-        let uid = match existing {
-            Some((_, o)) => uid_of(o),
-            None if !mode.dry_run => {
-                let cm = profiles_configmap(snapshot, instance)?;
+        if let Err(e) = built {
+            early = Some(Outcome {
+                change: Change {
+                    kind: Kind::ConfigMap,
+                    name: cm_name.clone(),
+                    action: if existing.is_some() {
+                        Action::Update {
+                            fields: vec![".data".into()],
+                        }
+                    } else {
+                        Action::Create
+                    },
+                    body: None,
+                    uid: existing.and_then(|(_, o)| uid_of(o)),
+                },
+                ok: false,
+                error: Some(e.to_string()),
+                rollout: None,
+            });
+        }
+        let uid = match (existing, built) {
+            (Some((_, o)), _) => uid_of(o),
+            (None, Ok(cm)) if !mode.dry_run => {
                 let change = Change {
                     kind: Kind::ConfigMap,
                     name: cm.name.clone(),
@@ -212,7 +240,7 @@ pub async fn sync(
                     }
                 }
             }
-            None => None,
+            (None, _) => None,
         };
         owner = uid.map(|uid| Owner {
             kind: Kind::ConfigMap,
@@ -221,16 +249,20 @@ pub async fn sync(
         });
     }
 
-    let want = desired(snapshot, settings, owner.as_ref())?;
+    let mut want: Vec<Object> = Vec::new();
+    if let Some(Ok(cm)) = cm {
+        want.push(cm);
+    }
+    want.extend(daemonsets(snapshot, settings, owner.as_ref()));
     let mut outcomes = Vec::new();
-    for change in plan(instance, &want, &current) {
-        if change.kind == Kind::ConfigMap
-            && change.name == cm_name
-            && let Some(done) = early.take()
-        {
-            outcomes.push(done);
-            continue;
-        }
+    let mut changes = plan(instance, &want, &current);
+    if let Some(done) = early.take() {
+        // In the ConfigMap's place (first), instead of a create, or of a
+        // delete when it could not be built.
+        changes.retain(|c| !(c.kind == Kind::ConfigMap && c.name == cm_name));
+        outcomes.push(done);
+    }
+    for change in changes {
         let listed = current
             .iter()
             .find(|(k, o)| *k == change.kind && name_of(o) == Some(change.name.as_str()))
@@ -380,7 +412,14 @@ impl Syncer {
     /// Sync `snapshot` once and record how it went.
     pub async fn run_once(&self, snapshot: &Snapshot) -> Result<SyncReport, SyncError> {
         let now = labforge_builder::state::unix_ms_now();
-        let result = sync(&self.cluster, snapshot, &self.settings, SyncMode::default()).await;
+        // A controller owns its objects: fields someone changed by hand
+        // are taken back (`labforge k8s sync` reports such conflicts
+        // instead, unless --force).
+        let mode = SyncMode {
+            dry_run: false,
+            force: true,
+        };
+        let result = sync(&self.cluster, snapshot, &self.settings, mode).await;
         if let Ok(mut status) = self.status.lock() {
             status.last_attempt_ms = Some(now);
             match &result {
@@ -435,15 +474,20 @@ impl Syncer {
                         tracing::warn!(
                             generation = report.generation,
                             k8s.failed = report.failed(),
+                            retry_seconds = retry.as_secs(),
                             "cluster sync left objects out of date; trying again"
                         );
+                        if failing {
+                            retry = (retry * 2).min(self.settings.resync);
+                        }
                         failing = true;
-                        retry = (retry * 2).min(self.settings.resync);
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "cluster sync failed; trying again");
+                        tracing::error!(error = %e, retry_seconds = retry.as_secs(), "cluster sync failed; trying again");
+                        if failing {
+                            retry = (retry * 2).min(self.settings.resync);
+                        }
                         failing = true;
-                        retry = (retry * 2).min(self.settings.resync);
                     }
                 }
                 synced = Some(snapshot.generation);

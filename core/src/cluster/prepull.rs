@@ -110,8 +110,18 @@ pub fn classes(p: &Prepull<'_>) -> Vec<NodeClass> {
     for image in p.images {
         let mut tolerations: Vec<Toleration> = Vec::new();
         for t in p.base_tolerations.iter().chain(&image.tolerations) {
-            if !tolerations.contains(t) {
-                tolerations.push(t.clone());
+            // The API server drops empty strings: sending them would make
+            // every sync see a difference.
+            let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+            let t = Toleration {
+                key: nonempty(&t.key),
+                operator: nonempty(&t.operator),
+                value: nonempty(&t.value),
+                effect: nonempty(&t.effect),
+                toleration_seconds: t.toleration_seconds,
+            };
+            if !tolerations.contains(&t) {
+                tolerations.push(t);
             }
         }
         let key = json!({
