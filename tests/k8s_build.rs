@@ -88,6 +88,28 @@ fn args() -> BTreeMap<String, String> {
     )])
 }
 
+/// Start a build of `image` in the background.
+fn spawn_build(
+    builder: &Arc<KubeBuilder>,
+    tar: &Path,
+    image: &'static str,
+    identity: String,
+) -> tokio::task::JoinHandle<Result<labforge_core::cluster::job::Pushed, KubeBuildError>> {
+    let (builder, tar) = (builder.clone(), tar.to_path_buf());
+    tokio::spawn(async move {
+        let build_args = args();
+        let request = BuildRequest {
+            image,
+            identity: &identity,
+            target: "127.0.0.1:5000/labforge/x:main-0",
+            build_args: &build_args,
+            platform: "linux/amd64",
+            context_tar: &tar,
+        };
+        builder.build(&request, |_| {}).await
+    })
+}
+
 /// Wait until the fake holds a Job whose name contains `part`.
 async fn job_named(fake: &FakeKube, part: &str) -> Value {
     for _ in 0..200 {
@@ -218,23 +240,8 @@ async fn a_failed_build_is_reported_with_its_log_and_a_silent_one_is_refused() {
     let builder = Arc::new(builder(&fake, dir.path(), 2).await);
     let tar = context_tar(dir.path());
 
-    let start = |image: &'static str, identity: String| {
-        let (builder, tar) = (builder.clone(), tar.clone());
-        tokio::spawn(async move {
-            let build_args = args();
-            let request = BuildRequest {
-                image,
-                identity: &identity,
-                target: "127.0.0.1:5000/labforge/x:main-0",
-                build_args: &build_args,
-                platform: "linux/amd64",
-                context_tar: &tar,
-            };
-            builder.build(&request, |_| {}).await
-        })
-    };
-    let failing = start("failing", "f".repeat(64));
-    let silent = start("silent", "5".repeat(64));
+    let failing = spawn_build(&builder, &tar, "failing", "f".repeat(64));
+    let silent = spawn_build(&builder, &tar, "silent", "5".repeat(64));
     let failing_job = job_named(&fake, "failing").await;
     let silent_job = job_named(&fake, "silent").await;
     let name = |j: &Value| j["metadata"]["name"].as_str().expect("name").to_string();
@@ -282,24 +289,8 @@ async fn no_more_jobs_run_at_once_than_allowed() {
     let builder = Arc::new(builder(&fake, dir.path(), 1).await);
     let tar = context_tar(dir.path());
     let metadata = format!("{METADATA_MARKER}{{\"containerimage.digest\":\"{DIGEST}\"}}");
-    let start = |image: &'static str| {
-        let (builder, tar) = (builder.clone(), tar.clone());
-        tokio::spawn(async move {
-            let build_args = args();
-            let identity = format!("{:0>64}", image.len());
-            let request = BuildRequest {
-                image,
-                identity: &identity,
-                target: "127.0.0.1:5000/labforge/x:main-0",
-                build_args: &build_args,
-                platform: "linux/amd64",
-                context_tar: &tar,
-            };
-            builder.build(&request, |_| {}).await
-        })
-    };
-    let one = start("one");
-    let three = start("three");
+    let one = spawn_build(&builder, &tar, "one", "1".repeat(64));
+    let three = spawn_build(&builder, &tar, "three", "3".repeat(64));
     let first = job_named(&fake, "-build-").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::catalog::Toleration;
+use crate::spawner::toleration;
 
 /// What [`SCRIPT`] prints before the metadata JSON, at the start of a line
 /// of the build pod's log.
@@ -292,26 +293,6 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-/// A toleration in Kubernetes' camelCase form, with only the fields set.
-fn toleration(t: &Toleration) -> Value {
-    let mut m = Map::new();
-    let fields = [
-        ("key", &t.key),
-        ("operator", &t.operator),
-        ("value", &t.value),
-        ("effect", &t.effect),
-    ];
-    for (name, field) in fields {
-        if let Some(v) = field {
-            m.insert(name.to_string(), Value::String(v.clone()));
-        }
-    }
-    if let Some(s) = t.toleration_seconds {
-        m.insert("tolerationSeconds".to_string(), Value::from(s));
-    }
-    Value::Object(m)
 }
 
 /// The `batch/v1` Job that builds and pushes one image. No namespace: the
