@@ -169,7 +169,7 @@ fn k8s_sync_applies_what_is_published_and_then_only_what_changed() {
     kube_validate::validate_docs(&items).expect("the generated objects are valid Kubernetes");
     fake.take_calls();
 
-    // A dry run writes nothing and says what it would do.
+    // A dry run stores nothing and says what it would do.
     let text = ok(
         &run(&project, &kubeconfig, &["sync", "--dry-run"]),
         "dry run",
@@ -185,8 +185,21 @@ fn k8s_sync_applies_what_is_published_and_then_only_what_changed() {
         "{text}"
     );
     assert!(text.contains("3 change(s) would be made"), "{text}");
-    let (w, _) = writes(&fake);
-    assert!(w.is_empty(), "a dry run wrote {w:?}");
+    // The server checked every apply (`dryRun=All`) and stored nothing.
+    let (w, calls) = writes(&fake);
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(
+        calls.iter().filter(|c| c.method != "GET").all(|c| c
+            .query
+            .get("dryRun")
+            .map(String::as_str)
+            == Some("All")),
+        "{calls:?}"
+    );
+    assert!(
+        fake.objects("configmaps").is_empty() && fake.objects("daemonsets").is_empty(),
+        "a dry run stored something"
+    );
 
     // First sync: the ConfigMap first (the DaemonSets name it as owner),
     // then one DaemonSet per node class, all by server-side apply.

@@ -157,7 +157,8 @@ fn profiles_configmap(snapshot: &Snapshot, instance: &str) -> Result<Object, Syn
 }
 
 /// Bring the cluster in line with `snapshot` (or, in a dry run, say what
-/// that would take). Fails only when the cluster cannot be listed or the
+/// that would take: every apply sent with `dryRun=All`, deletes only
+/// listed). Fails only when the cluster cannot be listed or the
 /// objects cannot be built; a failure on one object is on its outcome.
 pub async fn sync(
     cluster: &Cluster,
@@ -274,6 +275,22 @@ pub async fn sync(
                 ok: true,
                 error: None,
             },
+            // A dry run still asks the server (`dryRun=All`): an object it
+            // would refuse, or a conflict, shows now, and nothing is stored.
+            (Action::Create | Action::Update { .. }, Some(body)) if mode.dry_run => {
+                match cluster
+                    .apply(change.kind, &change.name, body, mode.force, true)
+                    .await
+                {
+                    Ok(_) => Outcome {
+                        rollout: rollout(change.kind, listed),
+                        change,
+                        ok: true,
+                        error: None,
+                    },
+                    Err(e) => failed(change, &e),
+                }
+            }
             _ if mode.dry_run => Outcome {
                 rollout: rollout(change.kind, listed),
                 change,
