@@ -562,13 +562,28 @@ impl StateStore {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
-        let pool = pool
-            .connect_with(options)
-            .await
-            .map_err(|error| StateError::Open {
-                location: location.clone(),
-                error: Box::new(error),
-            })?;
+        // Two processes creating the same new database at once: switching
+        // it to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY
+        // there without waiting on the busy timeout. Opening again a little
+        // later finds it in WAL mode already.
+        let mut attempt = 0u64;
+        let pool = loop {
+            attempt += 1;
+            match pool.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("5") && attempt < 10 =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                }
+                Err(error) => {
+                    return Err(StateError::Open {
+                        location: location.clone(),
+                        error: Box::new(error),
+                    });
+                }
+            }
+        };
         let store = StateStore {
             backend: Backend::Sqlite(pool),
             location,
