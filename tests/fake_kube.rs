@@ -99,7 +99,7 @@ fn build_job(name: &str) -> Job {
 
 #[tokio::test]
 async fn apply_creates_and_reapplying_the_same_body_changes_nothing() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let client = client(&fake, dir.path()).await;
     assert_eq!(client.default_namespace(), "labforge");
@@ -216,7 +216,7 @@ async fn apply_creates_and_reapplying_the_same_body_changes_nothing() {
 
 #[tokio::test]
 async fn defaults_are_visible_and_break_naive_comparisons() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let dss: Api<DaemonSet> = Api::default_namespaced(client(&fake, dir.path()).await);
     let applied = prepull("labforge-prepull-cpu", "ghcr.io/x/cpu:latest");
@@ -287,7 +287,7 @@ async fn defaults_are_visible_and_break_naive_comparisons() {
 
 #[tokio::test]
 async fn jobs_are_defaulted_and_get_a_selector_and_a_pod() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let client = client(&fake, dir.path()).await;
     let jobs: Api<Job> = Api::default_namespaced(client.clone());
@@ -380,7 +380,7 @@ async fn jobs_are_defaulted_and_get_a_selector_and_a_pod() {
 
 #[tokio::test]
 async fn label_selectors_select_like_the_api_server() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cms: Api<ConfigMap> = Api::default_namespaced(client(&fake, dir.path()).await);
     let pp = PatchParams::apply("labforge");
@@ -482,7 +482,7 @@ async fn label_selectors_select_like_the_api_server() {
 
 #[tokio::test]
 async fn errors_are_statuses_with_reason_code_and_details() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let client = client(&fake, dir.path()).await;
     let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
@@ -700,7 +700,7 @@ async fn errors_are_statuses_with_reason_code_and_details() {
 
 #[tokio::test]
 async fn conflicts_need_force_and_force_takes_the_field_over() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let dss: Api<DaemonSet> = Api::default_namespaced(client(&fake, dir.path()).await);
     let name = "labforge-prepull-gpu";
@@ -802,7 +802,7 @@ async fn conflicts_need_force_and_force_takes_the_field_over() {
 
 #[tokio::test]
 async fn labels_of_other_managers_survive_an_apply() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cms: Api<ConfigMap> = Api::default_namespaced(client(&fake, dir.path()).await);
     let mut seeded = profiles("{}");
@@ -850,7 +850,7 @@ async fn labels_of_other_managers_survive_an_apply() {
 
 #[tokio::test]
 async fn delete_checks_preconditions_and_answers_not_found() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cms: Api<ConfigMap> = Api::default_namespaced(client(&fake, dir.path()).await);
     let cm = cms
@@ -906,7 +906,7 @@ async fn delete_checks_preconditions_and_answers_not_found() {
 
 #[tokio::test]
 async fn dry_run_validates_and_stores_nothing() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let dss: Api<DaemonSet> = Api::default_namespaced(client(&fake, dir.path()).await);
     let name = "labforge-prepull-gpu";
@@ -947,7 +947,7 @@ async fn dry_run_validates_and_stores_nothing() {
 
 #[tokio::test]
 async fn injected_failures_are_retried_or_reported() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cms: Api<ConfigMap> = Api::default_namespaced(client(&fake, dir.path()).await);
     let pp = PatchParams::apply("labforge");
@@ -988,7 +988,7 @@ async fn injected_failures_are_retried_or_reported() {
 
 #[tokio::test]
 async fn job_pod_logs_stream_until_the_pod_ends() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let client = client(&fake, dir.path()).await;
     let jobs: Api<Job> = Api::default_namespaced(client.clone());
@@ -1128,7 +1128,7 @@ async fn job_pod_logs_stream_until_the_pod_ends() {
 
 #[tokio::test]
 async fn deleting_a_job_collects_its_pods_unless_orphaned() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let client = client(&fake, dir.path()).await;
     let jobs: Api<Job> = Api::default_namespaced(client.clone());
@@ -1188,7 +1188,7 @@ async fn deleting_a_job_collects_its_pods_unless_orphaned() {
 
 #[tokio::test]
 async fn credentials_and_the_role_are_enforced() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::start_with_reads();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let wrong = client_for(&fake.kubeconfig_with_token(dir.path(), "not-the-token")).await;
     let cms: Api<ConfigMap> = Api::default_namespaced(wrong);

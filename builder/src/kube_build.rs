@@ -213,23 +213,18 @@ impl KubeBuilder {
         };
         // The pod, once it runs (or already ended).
         let pod = loop {
-            let pod = self
-                .cluster
-                .job_pod(name, uid)
-                .await
-                .map_err(cluster_error)?;
-            if let Some(pod) = &pod
-                && matches!(
-                    pod.pointer("/status/phase").and_then(Value::as_str),
-                    Some("Running" | "Succeeded" | "Failed")
-                )
-                && let Some(pod_name) = pod.pointer("/metadata/name").and_then(Value::as_str)
-            {
-                break pod_name.to_string();
+            let started = self.started_pod(name, uid).await.map_err(cluster_error)?;
+            if let (Some(pod_name), _) = &started {
+                break pod_name.clone();
             }
-            // Failed before its pod ran (a pod that did run is followed
-            // above, for its log).
+            // Failed before its pod ran. It may have run in between the two
+            // looks: then its log is read all the same.
             if let Some(reason) = self.failed(image, name).await? {
+                if let (Some(pod_name), _) =
+                    self.started_pod(name, uid).await.map_err(cluster_error)?
+                {
+                    break pod_name;
+                }
                 return Err(KubeBuildError::Failed {
                     image: image.into(),
                     job: name.into(),
@@ -237,6 +232,7 @@ impl KubeBuilder {
                     tail: Vec::new(),
                 });
             }
+            let pod = started.1;
             // Its context token dies now: a pod that has not started by
             // then (unschedulable, an image or Secret it cannot get) never
             // builds.
@@ -318,6 +314,27 @@ impl KubeBuilder {
             }
             tokio::time::sleep(self.poll).await;
         }
+    }
+
+    /// The Job's pod: its name once it has started (running or ended),
+    /// and the pod as listed.
+    async fn started_pod(
+        &self,
+        name: &str,
+        uid: &str,
+    ) -> Result<(Option<String>, Option<Value>), ClusterError> {
+        let pod = self.cluster.job_pod(name, uid).await?;
+        let started = pod
+            .as_ref()
+            .filter(|p| {
+                matches!(
+                    p.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Running" | "Succeeded" | "Failed")
+                )
+            })
+            .and_then(|p| p.pointer("/metadata/name").and_then(Value::as_str))
+            .map(str::to_string);
+        Ok((started, pod))
     }
 
     async fn failed(&self, image: &str, name: &str) -> Result<Option<String>, KubeBuildError> {

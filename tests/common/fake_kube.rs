@@ -58,22 +58,34 @@ pub const USER: &str = "system:serviceaccount:labforge:labforge-hub";
 /// The manager [`FakeKube::put`] writes as (an Update, like `kubectl create`).
 pub const SEED_MANAGER: &str = "kubectl-create";
 
-/// The hub's Role: (API group, resource, verbs). Anything else is forbidden.
-const ROLE: &[(&str, &str, &[&str])] = &[
-    (
-        "",
-        "configmaps",
-        &["get", "list", "create", "patch", "delete"],
-    ),
-    (
-        "apps",
-        "daemonsets",
-        &["get", "list", "create", "patch", "delete"],
-    ),
-    ("batch", "jobs", &["get", "list", "create", "delete"]),
-    ("", "pods", &["get", "list"]),
-    ("", "pods/log", &["get"]),
+/// Verbs the fake's own self-test reads with beyond the hub's Role
+/// (`FakeKube::start_with_reads`); labforge's tests get the Role alone.
+const READS: &[(&str, &str, &[&str])] = &[
+    ("", "configmaps", &["get"]),
+    ("apps", "daemonsets", &["get"]),
+    ("batch", "jobs", &["list"]),
+    ("", "pods", &["get"]),
 ];
+
+/// One rule: API group, resource, verbs.
+type Rule = (String, String, Vec<String>);
+
+/// The hub's Role, `labforge_builder::cluster::PERMISSIONS` (what
+/// deploy/hub/role.yaml grants), and `extra`. Anything else is forbidden.
+fn role(extra: &[(&str, &str, &[&str])]) -> Vec<Rule> {
+    labforge_builder::cluster::PERMISSIONS
+        .iter()
+        .map(|p| (p.api_group, p.resource, p.verbs))
+        .chain(extra.iter().copied())
+        .map(|(g, r, v)| {
+            (
+                g.to_string(),
+                r.to_string(),
+                v.iter().map(|v| v.to_string()).collect(),
+            )
+        })
+        .collect()
+}
 
 /// The largest ConfigMap payload the API server stores.
 const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
@@ -114,7 +126,17 @@ pub struct FakeKube {
 
 impl FakeKube {
     /// Start a fake API server on 127.0.0.1, a free port.
+    /// A server that grants exactly the hub's Role.
     pub fn start() -> FakeKube {
+        FakeKube::start_with_role(role(&[]))
+    }
+
+    /// The hub's Role plus reads the fake's own self-test uses.
+    pub fn start_with_reads() -> FakeKube {
+        FakeKube::start_with_role(role(READS))
+    }
+
+    fn start_with_role(role: Vec<Rule>) -> FakeKube {
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake API server");
         listener
@@ -126,7 +148,7 @@ impl FakeKube {
         );
         let (changed, _) = tokio::sync::watch::channel(0u64);
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new()),
+            state: Mutex::new(State::new(role)),
             changed,
         });
         let shared = Arc::clone(&inner);
@@ -701,6 +723,8 @@ struct LogLine {
 }
 
 struct State {
+    /// What the token may do.
+    role: Vec<Rule>,
     objects: BTreeMap<(Res, String), Value>,
     managers: BTreeMap<(Res, String), Vec<Manager>>,
     /// pod → container → lines.
@@ -713,13 +737,14 @@ struct State {
 }
 
 impl State {
-    fn new() -> State {
+    fn new(role: Vec<Rule>) -> State {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x5eed)
             | 1;
         State {
+            role,
             objects: BTreeMap::new(),
             managers: BTreeMap::new(),
             logs: BTreeMap::new(),
@@ -1795,7 +1820,7 @@ impl State {
                 );
             }
         };
-        if let Some(reply) = authorize(&target, verb) {
+        if let Some(reply) = authorize(&self.role, &target, verb) {
             return reply;
         }
         let Some(res) = Res::from_url(&target.group, &target.version, &target.resource) else {
@@ -1868,15 +1893,15 @@ fn injected(status: u16) -> Reply {
 }
 
 /// The hub's Role, as the RBAC authorizer applies it.
-fn authorize(target: &Target, verb: &str) -> Option<Reply> {
+fn authorize(role: &[Rule], target: &Target, verb: &str) -> Option<Reply> {
     let resource = match &target.subresource {
         Some(sub) => format!("{}/{sub}", target.resource),
         None => target.resource.clone(),
     };
     let allowed = target.namespace.as_deref() == Some(NAMESPACE)
-        && ROLE
-            .iter()
-            .any(|(g, r, verbs)| *g == target.group && *r == resource && verbs.contains(&verb));
+        && role.iter().any(|(g, r, verbs)| {
+            *g == target.group && *r == resource && verbs.iter().any(|v| v == verb)
+        });
     if allowed {
         return None;
     }
