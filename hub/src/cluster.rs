@@ -188,7 +188,7 @@ pub async fn sync(
     if let Some(built) = &cm {
         let existing = current
             .iter()
-            .find(|(k, o)| *k == Kind::ConfigMap && name_of(o) == Some(cm_name.as_str()));
+            .find(|(k, o)| *k == Kind::ConfigMap && plan::name(o) == Some(cm_name.as_str()));
         if let Err(e) = built {
             early = Some(Outcome {
                 change: Change {
@@ -202,7 +202,7 @@ pub async fn sync(
                         Action::Create
                     },
                     body: None,
-                    uid: existing.and_then(|(_, o)| uid_of(o)),
+                    uid: existing.and_then(|(_, o)| plan::uid(o)),
                 },
                 ok: false,
                 error: Some(e.to_string()),
@@ -210,7 +210,7 @@ pub async fn sync(
             });
         }
         let uid = match (existing, built) {
-            (Some((_, o)), _) => uid_of(o),
+            (Some((_, o)), _) => plan::uid(o),
             (None, Ok(cm)) if !mode.dry_run => {
                 let change = Change {
                     kind: Kind::ConfigMap,
@@ -225,7 +225,7 @@ pub async fn sync(
                 {
                     Ok(applied) => {
                         tracing::info!(k8s.kind = "configmap", k8s.name = %cm.name, "created");
-                        let uid = uid_of(&applied);
+                        let uid = plan::uid(&applied);
                         current.push((Kind::ConfigMap, applied));
                         early = Some(Outcome {
                             change,
@@ -266,7 +266,7 @@ pub async fn sync(
     for change in changes {
         let listed = current
             .iter()
-            .find(|(k, o)| *k == change.kind && name_of(o) == Some(change.name.as_str()))
+            .find(|(k, o)| *k == change.kind && plan::name(o) == Some(change.name.as_str()))
             .map(|(_, o)| o);
         let outcome = match (&change.action, &change.body) {
             (Action::Unchanged, _) => Outcome {
@@ -277,35 +277,20 @@ pub async fn sync(
             },
             // A dry run still asks the server (`dryRun=All`): an object it
             // would refuse, or a conflict, shows now, and nothing is stored.
-            (Action::Create | Action::Update { .. }, Some(body)) if mode.dry_run => {
-                match cluster
-                    .apply(change.kind, &change.name, body, mode.force, true)
-                    .await
-                {
-                    Ok(_) => Outcome {
-                        rollout: rollout(change.kind, listed),
-                        change,
-                        ok: true,
-                        error: None,
-                    },
-                    Err(e) => failed(change, &e),
-                }
-            }
-            _ if mode.dry_run => Outcome {
-                rollout: rollout(change.kind, listed),
-                change,
-                ok: true,
-                error: None,
-            },
             (Action::Create | Action::Update { .. }, Some(body)) => {
                 match cluster
-                    .apply(change.kind, &change.name, body, mode.force, false)
+                    .apply(change.kind, &change.name, body, mode.force, mode.dry_run)
                     .await
                 {
                     Ok(applied) => {
-                        log_change(&change);
+                        if !mode.dry_run {
+                            log_change(&change);
+                        }
                         Outcome {
-                            rollout: rollout(change.kind, Some(&applied)),
+                            rollout: rollout(
+                                change.kind,
+                                if mode.dry_run { listed } else { Some(&applied) },
+                            ),
                             change,
                             ok: true,
                             error: None,
@@ -314,6 +299,12 @@ pub async fn sync(
                     Err(e) => failed(change, &e),
                 }
             }
+            (Action::Delete, _) if mode.dry_run => Outcome {
+                rollout: rollout(change.kind, listed),
+                change,
+                ok: true,
+                error: None,
+            },
             (Action::Delete, _) => {
                 match cluster
                     .delete(change.kind, &change.name, change.uid.as_deref())
@@ -381,17 +372,6 @@ fn rollout(kind: Kind, object: Option<&Value>) -> Option<Rollout> {
         .then_some(object)
         .flatten()
         .map(Rollout::of)
-}
-
-fn name_of(object: &Value) -> Option<&str> {
-    object.pointer("/metadata/name").and_then(Value::as_str)
-}
-
-fn uid_of(object: &Value) -> Option<String> {
-    object
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .map(str::to_string)
 }
 
 /// What `/readyz` says about the sync.

@@ -109,11 +109,13 @@ pub fn plan(instance: &str, desired: &[Object], current: &[(Kind, Value)]) -> Ve
     changes
 }
 
-fn name(body: &Value) -> Option<&str> {
+/// `metadata.name` of any object.
+pub fn name(body: &Value) -> Option<&str> {
     body.pointer("/metadata/name").and_then(Value::as_str)
 }
 
-fn uid(body: &Value) -> Option<String> {
+/// `metadata.uid` of any object.
+pub fn uid(body: &Value) -> Option<String> {
     body.pointer("/metadata/uid")
         .and_then(Value::as_str)
         .map(str::to_string)
