@@ -12,7 +12,10 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use labforge_builder::RegistryOptions;
-use labforge_builder::build::{self, BuildSettings, Event, Outcome, Reporter, Summary};
+use labforge_builder::build::{
+    self, Backend, BuildSettings, Event, KubeBackend, Outcome, Reporter, Summary,
+};
+use labforge_builder::cluster::ClusterOptions;
 use labforge_builder::config::Config;
 use labforge_builder::push::Compression;
 use labforge_builder::state::{self, BuildRecord, StateStore, TestResult};
@@ -46,9 +49,72 @@ pub struct BuildArgs {
     /// auto (BuildKit where the engine offers it, else classic), buildkit or classic [default: configuration `build.builder`, else auto]
     #[arg(long, value_name = "BUILDER")]
     pub builder: Option<build::Builder>,
+    /// Where to build and test: engine (the local Docker Engine) or
+    /// kubernetes (BuildKit Jobs and test Pods in the `[kubernetes]`
+    /// namespace, see `[kubernetes.build]`) [default: configuration
+    /// `build.backend`, else engine]
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<String>,
     /// Print the run's summary as JSON on stdout (progress still goes to stderr)
     #[arg(long)]
     pub json: bool,
+}
+
+/// The build backend from the option or `[build] backend`, with its
+/// `[kubernetes]` settings checked before anything starts.
+fn backend(args: &BuildArgs, config: &Config, jobs: usize) -> Result<Backend> {
+    let name = args
+        .backend
+        .clone()
+        .or_else(|| config.build.backend.clone())
+        .unwrap_or_else(|| "engine".into());
+    match name.as_str() {
+        "engine" => Ok(Backend::Engine),
+        "kubernetes" => {
+            let k8s = &config.kubernetes;
+            let b = &k8s.build;
+            let instance = crate::k8s_cmd::sync_settings(config)?.instance;
+            let Some(context_url) = b.context_url.clone() else {
+                anyhow::bail!(
+                    "the kubernetes build backend needs `[kubernetes.build] context_url`: the URL at which build pods reach this machine's context server (e.g. http://labforge-hub.labforge.svc:7520, served from `listen`, default 0.0.0.0:7520)"
+                );
+            };
+            let host = context_url
+                .strip_prefix("http://")
+                .or_else(|| context_url.strip_prefix("https://"))
+                .map(|rest| rest.split(['/', ':']).next().unwrap_or_default());
+            if host.is_none_or(str::is_empty) {
+                anyhow::bail!(
+                    "[kubernetes.build] context_url = {context_url:?} is not an http(s) URL with a host"
+                );
+            }
+            Ok(Backend::Kubernetes(Box::new(KubeBackend {
+                cluster: ClusterOptions {
+                    namespace: k8s.namespace.clone(),
+                    context: k8s.context.clone(),
+                    kubeconfig: None,
+                    retry: Default::default(),
+                },
+                instance,
+                concurrency: b.concurrency.unwrap_or(jobs).max(1),
+                listen: b
+                    .listen
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 7520))),
+                context_url,
+                token_ttl: Duration::from_secs(b.token_ttl_seconds.unwrap_or(600).max(30)),
+                job: b.job.clone(),
+                tests: b.tests.clone(),
+            })))
+        }
+        other => anyhow::bail!(
+            "unknown build backend {other:?} (from {}): use engine or kubernetes",
+            if args.backend.is_some() {
+                "--backend"
+            } else {
+                "build.backend in the configuration"
+            }
+        ),
+    }
 }
 
 #[derive(Args)]
@@ -90,6 +156,7 @@ pub async fn rescan(args: &ScanArgs, input: BuildInputs<'_>) -> Result<ExitCode>
         build_args: config.build_args.clone(),
         stand_ins: input.stand_ins,
         scan: config.scan.clone(),
+        backend: Backend::Engine,
     };
     let started = std::time::Instant::now();
     let run_id = settings.run_id.clone();
@@ -168,10 +235,12 @@ pub async fn build(args: &BuildArgs, input: BuildInputs<'_>) -> Result<ExitCode>
             .map_err(|e| anyhow::anyhow!("build.compression in the configuration: {e}"))?,
         (None, None) => Compression::Gzip,
     };
+    let jobs = args.jobs.or(config.jobs).unwrap_or(2).max(1);
+    let backend = backend(args, config, jobs)?;
     let settings = BuildSettings {
         registry: input.registry,
         registry_options: input.options,
-        jobs: args.jobs.or(config.jobs).unwrap_or(2).max(1),
+        jobs,
         selection: args.images.clone(),
         state_dir: state_dir(&location),
         ca_bundle: config.build.ca_bundle.clone(),
@@ -191,6 +260,7 @@ pub async fn build(args: &BuildArgs, input: BuildInputs<'_>) -> Result<ExitCode>
         build_args: config.build_args.clone(),
         stand_ins: input.stand_ins,
         scan: input.config.scan.clone(),
+        backend,
     };
     let reporter: Arc<dyn Reporter> = if std::io::stderr().is_terminal() {
         Arc::new(TerminalReporter::new())

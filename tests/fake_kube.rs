@@ -1126,6 +1126,174 @@ async fn job_pod_logs_stream_until_the_pod_ends() {
     );
 }
 
+fn test_pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"labforge.io/component": "smoke-test"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": 60,
+            "terminationGracePeriodSeconds": 5,
+            "enableServiceLinks": false,
+            "containers": [{
+                "name": "test",
+                "image": format!("127.0.0.1:5000/labforge/x@sha256:{}", "a".repeat(64)),
+                "command": ["/bin/sh", "-c", "echo hi"],
+                "resources": {
+                    "requests": {"cpu": "500m", "memory": "1Gi"},
+                    "limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}
+                }
+            }]
+        }
+    })
+}
+
+#[tokio::test]
+async fn standalone_pods_are_admitted_validated_and_driven_by_the_kubelet_hooks() {
+    let fake = FakeKube::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let client = client(&fake, dir.path()).await;
+    let pods: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        fake_kube::NAMESPACE,
+        &kube::api::ApiResource::erase::<Pod>(&()),
+    );
+    let typed: Api<Pod> = Api::default_namespaced(client.clone());
+    let create = |body: Value| {
+        let pods = pods.clone();
+        async move {
+            let object: kube::api::DynamicObject =
+                serde_json::from_value(body).expect("a pod body");
+            pods.create(&PostParams::default(), &object).await
+        }
+    };
+
+    // Created: defaulted, admitted, scheduled, Pending.
+    let created = create(test_pod("t1")).await.expect("the request succeeds");
+    let created = serde_json::to_value(&created).expect("JSON");
+    let spec = &created["spec"];
+    assert_eq!(spec["serviceAccountName"], "default");
+    assert_eq!(spec["nodeName"], "fake-node");
+    assert_eq!(spec["enableServiceLinks"], false, "kept as sent");
+    assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+    assert_eq!(spec["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(spec["tolerations"].as_array().map(Vec::len), Some(2));
+    assert_eq!(created["status"]["phase"], "Pending");
+    assert_eq!(created["status"]["qosClass"], "Burstable");
+    assert_eq!(
+        created["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
+
+    // The kubelet: running, a log, an exit code.
+    fake.start_pod("t1");
+    fake.append_log("t1", &["hi"]);
+    fake.finish_pod("t1", 3);
+    let pod = typed.get("t1").await.expect("the request succeeds");
+    let pod_status = pod.status.expect("a status");
+    assert_eq!(pod_status.phase.as_deref(), Some("Failed"));
+    let terminated = pod_status.container_statuses.expect("container statuses")[0]
+        .state
+        .clone()
+        .expect("a state")
+        .terminated
+        .expect("terminated");
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (3, Some("Error"))
+    );
+    assert_eq!(
+        typed
+            .logs("t1", &LogParams::default())
+            .await
+            .expect("the request succeeds"),
+        "hi\n"
+    );
+    create(test_pod("t0")).await.expect("the request succeeds");
+    fake.finish_pod("t0", 0);
+    assert_eq!(
+        fake.object("pods", "t0").expect("t0")["status"]["phase"],
+        "Succeeded"
+    );
+
+    // Past its deadline; an image that cannot be pulled; no node for it.
+    create(test_pod("t2")).await.expect("the request succeeds");
+    fake.start_pod("t2");
+    fake.deadline_pod("t2");
+    let t2 = fake.object("pods", "t2").expect("t2");
+    assert_eq!(
+        (
+            &t2["status"]["phase"],
+            &t2["status"]["reason"],
+            &t2["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"]
+        ),
+        (&json!("Failed"), &json!("DeadlineExceeded"), &json!(137))
+    );
+    create(test_pod("t3")).await.expect("the request succeeds");
+    fake.set_waiting("t3", "ErrImagePull", "401 Unauthorized");
+    let s = status(typed.logs("t3", &LogParams::default()).await);
+    assert_eq!(
+        s.message,
+        "container \"test\" in pod \"t3\" is waiting to start: ErrImagePull"
+    );
+    create(test_pod("t4")).await.expect("the request succeeds");
+    fake.set_unschedulable(
+        "t4",
+        "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+    );
+    let t4 = fake.object("pods", "t4").expect("t4");
+    assert!(t4["spec"].get("nodeName").is_none());
+    assert_eq!(t4["status"]["conditions"][0]["reason"], "Unschedulable");
+
+    // Deleted at once; the answer is the terminating pod.
+    let deleted = pods
+        .delete("t3", &DeleteParams::default())
+        .await
+        .expect("the request succeeds");
+    let terminating = deleted.left().expect("the pod, not a Status");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert!(fake.object("pods", "t3").is_none());
+    let s = status(pods.delete("t3", &DeleteParams::default()).await);
+    assert_eq!(s.code, 404);
+
+    // Validated like any pod, and its own fields.
+    let mut bad = test_pod("bad");
+    bad["spec"]["restartPolicy"] = json!("Sometimes");
+    bad["spec"]["activeDeadlineSeconds"] = json!(0);
+    bad["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = json!("0.5");
+    let s = status(create(bad).await);
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    for field in [
+        "spec.restartPolicy",
+        "spec.activeDeadlineSeconds",
+        "spec.containers[0].resources.limits[nvidia.com/gpu]",
+    ] {
+        assert!(s.message.contains(field), "{field}: {}", s.message);
+    }
+    let mut unknown = test_pod("unknown");
+    unknown["spec"]["containers"][0]["commandd"] = json!(["true"]);
+    let s = status(create(unknown).await);
+    assert_eq!(s.code, 400);
+    assert!(
+        s.message
+            .contains("unknown field \"spec.containers[0].commandd\""),
+        "{}",
+        s.message
+    );
+    // Pods are created and deleted, never patched.
+    let s = status(
+        typed
+            .patch(
+                "t1",
+                &PatchParams::apply("labforge"),
+                &Patch::Apply(json!({})),
+            )
+            .await,
+    );
+    assert_eq!(s.code, 403);
+}
+
 #[tokio::test]
 async fn deleting_a_job_collects_its_pods_unless_orphaned() {
     let fake = FakeKube::start_with_reads();
@@ -1198,12 +1366,19 @@ async fn credentials_and_the_role_are_enforced() {
 
     let client = client(&fake, dir.path()).await;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
-    let s = status(pods.delete("x", &DeleteParams::default()).await);
+    let s = status(
+        pods.patch(
+            "x",
+            &PatchParams::apply("labforge"),
+            &Patch::Apply(json!({})),
+        )
+        .await,
+    );
     assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
     assert_eq!(
         s.message,
         "pods \"x\" is forbidden: User \"system:serviceaccount:labforge:labforge-hub\" cannot \
-         delete resource \"pods\" in API group \"\" in the namespace \"labforge\""
+         patch resource \"pods\" in API group \"\" in the namespace \"labforge\""
     );
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::default_namespaced(client.clone());
     assert_eq!(status(secrets.list(&ListParams::default()).await).code, 403);

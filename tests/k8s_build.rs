@@ -101,7 +101,8 @@ fn spawn_build(
         let request = BuildRequest {
             image,
             identity: &identity,
-            target: "127.0.0.1:5000/labforge/x:main-0",
+            target: "127.0.0.1:5000/labforge/x",
+            labels: &BTreeMap::new(),
             build_args: &build_args,
             platform: "linux/amd64",
             context_tar: &tar,
@@ -158,7 +159,8 @@ async fn a_build_job_fetches_its_context_once_streams_its_log_and_is_deleted() {
             let request = BuildRequest {
                 image: "notebook-minimal-cpu",
                 identity: &identity,
-                target: "127.0.0.1:5000/labforge/notebook:minimal-cpu-a1b2c3d4e5f6",
+                target: "127.0.0.1:5000/labforge/notebook",
+                labels: &BTreeMap::new(),
                 build_args: &build_args,
                 platform: "linux/amd64",
                 context_tar: &tar,
@@ -203,7 +205,7 @@ async fn a_build_job_fetches_its_context_once_streams_its_log_and_is_deleted() {
     assert_eq!(again.status().as_u16(), 410, "a token works once");
 
     let metadata = format!(
-        "{METADATA_MARKER}{{\"containerimage.digest\":\"{DIGEST}\",\"image.name\":\"127.0.0.1:5000/labforge/notebook:minimal-cpu-a1b2c3d4e5f6\"}}"
+        "{METADATA_MARKER}{{\"containerimage.digest\":\"{DIGEST}\",\"image.name\":\"127.0.0.1:5000/labforge/notebook\"}}"
     );
     fake.run_job(
         &name,
@@ -333,7 +335,8 @@ async fn a_pod_that_never_starts_fails_the_build_when_its_token_expires() {
     let request = BuildRequest {
         image: "stuck",
         identity: &identity,
-        target: "127.0.0.1:5000/labforge/x:main-0",
+        target: "127.0.0.1:5000/labforge/x",
+        labels: &BTreeMap::new(),
         build_args: &build_args,
         platform: "linux/amd64",
         context_tar: &tar,

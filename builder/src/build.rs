@@ -16,19 +16,26 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use labforge_core::Analyzed;
 use labforge_core::catalog::{ParentRef, Registry, SmokeTest};
+use labforge_core::cluster::job::BuildJobSettings;
+use labforge_core::cluster::testpod::TestPodSettings;
 use labforge_core::identity::Inputs;
 use labforge_core::plan::{Action, Presence};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::cluster::{Cluster, ClusterError, ClusterOptions};
 use crate::config::ScanConfig;
-use crate::engine::{BuildRequest, Engine, EngineError};
+use crate::context_server::{ContextError, ContextServer};
+use crate::engine::{BuildRequest, Engine, EngineError, TestRun};
+use crate::kube_build::{KubeBuildError, KubeBuilder};
+use crate::kube_test::{KubeTester, TestRequest};
 use crate::push::{self, Compression, PushEvent, PushOptions};
 use crate::registry::{ImageRef, RegistryClient, RegistryError, RegistryOptions};
 use crate::scan::stage::{Scanners, StageError};
@@ -100,6 +107,40 @@ pub struct BuildSettings {
     pub stand_ins: BTreeSet<String>,
     /// Which scanners judge each image before it gets its moving tags.
     pub scan: ScanConfig,
+    /// Where images are built and tested.
+    pub backend: Backend,
+}
+
+/// Where images are built and smoke-tested. Either way the plan, the
+/// records, the tests and the scan gate are the same; only who runs the
+/// build and the test commands differs.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// The local Docker Engine: pull, build, test in containers, push.
+    #[default]
+    Engine,
+    /// A cluster: a BuildKit Job builds and pushes by digest, each smoke
+    /// test runs as a Pod from that digest, the scan reads the layers from
+    /// the registry. This machine never holds the image.
+    Kubernetes(Box<KubeBackend>),
+}
+
+/// How the `kubernetes` backend reaches its cluster and runs there.
+#[derive(Debug, Clone)]
+pub struct KubeBackend {
+    pub cluster: ClusterOptions,
+    /// Label value and name prefix of the Jobs and Pods.
+    pub instance: String,
+    /// Build Jobs at once.
+    pub concurrency: usize,
+    /// Where the build contexts are served from this process.
+    pub listen: SocketAddr,
+    /// How build pods reach [`KubeBackend::listen`].
+    pub context_url: String,
+    /// How long a context download token works.
+    pub token_ttl: Duration,
+    pub job: BuildJobSettings,
+    pub tests: TestPodSettings,
 }
 
 impl BuildSettings {
@@ -281,6 +322,14 @@ pub enum BuildError {
     Scan(Box<StageError>),
     #[error("cannot set up the referrers client: {0}")]
     Referrers(Box<ReferrersError>),
+    #[error("the kubernetes build backend cannot reach its cluster: {0}")]
+    Cluster(#[from] ClusterError),
+    #[error("the kubernetes build backend cannot serve build contexts: {0}")]
+    Contexts(#[from] ContextError),
+    #[error(
+        "build.ca_bundle works with the engine backend only: a Job in the cluster cannot reach this machine's engine network; leave it out, or trust the proxy's CA in the BuildKit image"
+    )]
+    CaInCluster,
 }
 
 impl From<StageError> for BuildError {
@@ -318,16 +367,47 @@ struct Job {
     reason: String,
 }
 
+/// Who builds and tests.
+enum Runner {
+    Engine {
+        engine: Engine,
+        buildkit: bool,
+        ca_url: Option<String>,
+    },
+    Kube(Box<KubeRunner>),
+}
+
+/// The `kubernetes` backend, started for one run.
+struct KubeRunner {
+    builder: KubeBuilder,
+    tester: KubeTester,
+    /// `<state>/contexts/<run>/`: one context tarball per build in flight.
+    contexts: PathBuf,
+    platform: String,
+}
+
+/// What a build produced, and where its tests run: an image in the
+/// engine, or a manifest the build Job pushed by digest (untagged until its
+/// tests pass).
+enum Built<'a> {
+    Engine {
+        engine: &'a Engine,
+        image_id: String,
+    },
+    Pushed {
+        tester: &'a KubeTester,
+        digest: String,
+    },
+}
+
 /// Shared by every build task.
 struct Shared {
-    engine: Engine,
+    runner: Runner,
     registry: Arc<RegistryClient>,
     reporter: Arc<dyn Reporter>,
     settings: BuildSettings,
     log_dir: PathBuf,
-    ca_url: Option<String>,
     vscode: bool,
-    buildkit: bool,
     scanners: Scanners,
     referrers: Referrers,
     today: Date,
@@ -482,8 +562,6 @@ pub async fn build(
 
     let mut engine_used = false;
     if !jobs.is_empty() {
-        engine_used = true;
-        let engine = Engine::connect().await?;
         let client = Arc::new(
             RegistryClient::new(
                 settings.registry_options.clone(),
@@ -496,16 +574,71 @@ pub async fn build(
             path: log_dir.clone(),
             source,
         })?;
-        let server = match &settings.ca_bundle {
-            Some(path) => Some(ca::CaServer::start(&engine, path, settings.ca_port).await?),
-            None => None,
+        // Held until every build is done: the CA bundle's server (engine)
+        // or the context tarballs' folder (cluster).
+        let mut ca_server = None;
+        let runner = match &settings.backend {
+            Backend::Engine => {
+                engine_used = true;
+                let engine = Engine::connect().await?;
+                ca_server = match &settings.ca_bundle {
+                    Some(path) => Some(ca::CaServer::start(&engine, path, settings.ca_port).await?),
+                    None => None,
+                };
+                let buildkit = match settings.builder {
+                    Builder::Auto => crate::buildkit::available(&engine).await,
+                    Builder::Buildkit => true,
+                    Builder::Classic => false,
+                };
+                tracing::info!(buildkit, "builder chosen");
+                Runner::Engine {
+                    engine,
+                    buildkit,
+                    ca_url: ca_server.as_ref().map(|s| s.url().to_string()),
+                }
+            }
+            Backend::Kubernetes(k) => {
+                if settings.ca_bundle.is_some() {
+                    return Err(BuildError::CaInCluster);
+                }
+                let contexts = settings.state_dir.join("contexts").join(&settings.run_id);
+                std::fs::create_dir_all(&contexts).map_err(|source| BuildError::Logs {
+                    path: contexts.clone(),
+                    source,
+                })?;
+                let cluster = Cluster::connect(&k.cluster).await?;
+                let namespace = cluster.namespace().to_string();
+                let server = ContextServer::bind(k.listen, k.context_url.clone()).await?;
+                let mut builder = KubeBuilder::new(
+                    cluster.clone(),
+                    server,
+                    k.job.clone(),
+                    &k.instance,
+                    k.concurrency,
+                );
+                builder.token_ttl = k.token_ttl;
+                // GPU tests go where the catalog's GPU images go, unless
+                // the configuration places them itself.
+                let mut tests = k.tests.clone();
+                if tests.gpu_node_selector.is_empty() && tests.gpu_tolerations.is_empty() {
+                    tests.gpu_node_selector = catalog.settings.gpu_pool.node_selector.clone();
+                    tests.gpu_tolerations = catalog.settings.gpu_pool.tolerations.clone();
+                }
+                let tester = KubeTester::new(cluster, tests, &k.instance, k.concurrency);
+                tracing::info!(
+                    k8s.namespace = %namespace,
+                    concurrency = k.concurrency,
+                    "building in the cluster"
+                );
+                Runner::Kube(Box::new(KubeRunner {
+                    builder,
+                    tester,
+                    contexts,
+                    // The platform the identities were computed for.
+                    platform: catalog.settings.platform.clone(),
+                }))
+            }
         };
-        let buildkit = match settings.builder {
-            Builder::Auto => crate::buildkit::available(&engine).await,
-            Builder::Buildkit => true,
-            Builder::Classic => false,
-        };
-        tracing::info!(buildkit, "builder chosen");
         let scan_config = settings.scan.clone();
         let scanners = tokio::task::spawn_blocking(move || Scanners::from_config(&scan_config))
             .await
@@ -516,20 +649,24 @@ pub async fn build(
             .get(CODE_SERVER_ARG)
             .is_none_or(|v| v != "none");
         let shared = Arc::new(Shared {
-            engine,
+            runner,
             registry: client,
             reporter: Arc::clone(&reporter),
-            ca_url: server.as_ref().map(|s| s.url().to_string()),
             settings: settings.clone(),
             log_dir,
             vscode,
-            buildkit,
             scanners,
             referrers,
             today: today(),
         });
-        schedule(analyzed, &shared, jobs, &mut outcomes, &mut digests, store).await?;
-        drop(server);
+        let scheduled = schedule(analyzed, &shared, jobs, &mut outcomes, &mut digests, store).await;
+        if let Runner::Kube(k) = &shared.runner {
+            // Each tarball is removed once fetched; what is left belongs
+            // to builds that never started.
+            let _ = std::fs::remove_dir_all(&k.contexts);
+        }
+        drop(ca_server);
+        scheduled?;
     }
 
     // Images that were present are recorded only when that is news (a
@@ -935,13 +1072,8 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
             log.stage(s);
         }
     };
-    let fail = |outcome: &mut Outcome, stage: &str, message: String, tail: Vec<String>| {
-        outcome.result = BuildResult::Failed;
-        outcome.reason = format!("{stage} failed: {message}");
-        outcome.tail = tail;
-    };
 
-    // The parent: pinned by digest, pulled if the engine lacks it.
+    // The parent: pinned by digest.
     let from = match (&parent_ref, &job.base) {
         (Some(p), _) => p.clone(),
         (None, Some((pinned, _))) => pinned.clone(),
@@ -955,103 +1087,23 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
             return outcome;
         }
     };
-    stage("pull");
-    let t = Instant::now();
-    let present = shared.engine.image_id(&from).await;
-    let pulled = match present {
-        Ok(Some(id)) => {
-            line(&format!("FROM {from}: in the engine as {id}"));
-            Ok(())
-        }
-        Ok(None) => {
-            line(&format!("FROM {from}: pulling"));
-            let mut on_line = line.clone();
-            // Only that registry's own login goes with the pull.
-            let host = labforge_core::formats::split_reference(&from)
-                .map(|p| p.registry)
-                .unwrap_or_default();
-            let credentials = if host == shared.settings.registry.host {
-                shared
-                    .settings
-                    .registry_options
-                    .username
-                    .clone()
-                    .zip(shared.settings.registry_options.password.clone())
-            } else {
-                crate::creds::login_for(&host, &shared.settings.registry.host)
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(registry = %host, error = %e, "no login for the parent's registry");
-                        None
-                    })
+    let built = match &shared.runner {
+        Runner::Engine {
+            engine,
+            buildkit,
+            ca_url,
+        } => {
+            let how = EngineBuild {
+                engine,
+                buildkit: *buildkit,
+                ca_url: ca_url.as_deref(),
             };
-            shared.engine.pull(&from, credentials, &mut on_line).await
+            engine_build(shared, &how, &job, &from, &mut outcome, &line, &stage).await
         }
-        Err(e) => Err(e),
+        Runner::Kube(k) => kube_build(shared, k, &job, &from, &mut outcome, &line, &stage).await,
     };
-    outcome.stages.insert("pull".into(), millis(t.elapsed()));
-    if let Err(e) = pulled {
-        fail(
-            &mut outcome,
-            "pull",
-            labforge_core::error_chain(&e),
-            Vec::new(),
-        );
+    let Some(built) = built else {
         return outcome;
-    }
-
-    // Build.
-    stage("build");
-    let t = Instant::now();
-    let local_tag = job.repository.to_string();
-    let mut build_args = job.build_args.clone();
-    build_args.insert("BASE_IMAGE".into(), from.clone());
-    if let Some(url) = &shared.ca_url {
-        build_args.insert(CA_URL_ARG.into(), url.clone());
-    }
-    let request = BuildRequest {
-        image: &job.name,
-        dockerfile: &job.dockerfile,
-        context: &job.context,
-        tag: &local_tag,
-        build_args: &build_args,
-        labels: &job.labels,
-    };
-    let mut on_line = line.clone();
-    line(&format!(
-        "building with {}",
-        if shared.buildkit {
-            "BuildKit"
-        } else {
-            "the classic builder"
-        }
-    ));
-    let built = if shared.buildkit {
-        crate::buildkit::build(&shared.engine, &request, &mut on_line).await
-    } else {
-        shared.engine.build(&request, &mut on_line).await
-    };
-    outcome.stages.insert("build".into(), millis(t.elapsed()));
-    let built = match built {
-        Ok(b) => b,
-        Err(EngineError::BuildFailed {
-            instruction,
-            message,
-            tail,
-            ..
-        }) => {
-            let at = instruction.unwrap_or_else(|| "its start".into());
-            fail(&mut outcome, "build", format!("at {at}: {message}"), tail);
-            return outcome;
-        }
-        Err(e) => {
-            fail(
-                &mut outcome,
-                "build",
-                labforge_core::error_chain(&e),
-                Vec::new(),
-            );
-            return outcome;
-        }
     };
 
     // Smoke tests.
@@ -1097,55 +1149,48 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
                 duration_ms: 0,
                 detail: why,
             },
-            None => {
-                match shared
-                    .engine
-                    .run_test_with(&built.image_id, &run, timeout, gpu)
-                    .await
-                {
-                    Ok(r) => {
-                        let passed = r.exit_code == Some(0) && !r.timed_out;
-                        for l in r.output.lines() {
-                            line(&format!("[{name}] {l}"));
-                        }
-                        let detail = if r.timed_out {
-                            format!("timed out after {} s", timeout.as_secs())
-                        } else if passed {
-                            last_lines(&r.output, 1).join("")
-                        } else {
-                            format!(
-                                "exit code {}: {}",
-                                r.exit_code.unwrap_or(-1),
-                                last_lines(&r.output, 5).join(" | ")
-                            )
-                        };
-                        if !passed && failed_test.is_none() {
-                            failed_test =
-                                Some((name.clone(), detail.clone(), last_lines(&r.output, 20)));
-                        }
-                        TestRecord {
-                            name: name.clone(),
-                            result: if passed {
-                                TestResult::Passed
-                            } else {
-                                TestResult::Failed
-                            },
-                            duration_ms: millis(started.elapsed()),
-                            detail,
-                        }
+            None => match run_test(&built, &job, &name, &run, timeout, gpu).await {
+                Ok(r) => {
+                    let passed = r.exit_code == Some(0) && !r.timed_out;
+                    for l in r.output.lines() {
+                        line(&format!("[{name}] {l}"));
                     }
-                    Err(e) => {
-                        let detail = labforge_core::error_chain(&e);
-                        failed_test.get_or_insert((name.clone(), detail.clone(), Vec::new()));
-                        TestRecord {
-                            name: name.clone(),
-                            result: TestResult::Failed,
-                            duration_ms: millis(started.elapsed()),
-                            detail,
-                        }
+                    let detail = if r.timed_out {
+                        format!("timed out after {} s", timeout.as_secs())
+                    } else if passed {
+                        last_lines(&r.output, 1).join("")
+                    } else {
+                        format!(
+                            "exit code {}: {}",
+                            r.exit_code.unwrap_or(-1),
+                            last_lines(&r.output, 5).join(" | ")
+                        )
+                    };
+                    if !passed && failed_test.is_none() {
+                        failed_test =
+                            Some((name.clone(), detail.clone(), last_lines(&r.output, 20)));
+                    }
+                    TestRecord {
+                        name: name.clone(),
+                        result: if passed {
+                            TestResult::Passed
+                        } else {
+                            TestResult::Failed
+                        },
+                        duration_ms: millis(started.elapsed()),
+                        detail,
                     }
                 }
-            }
+                Err(detail) => {
+                    failed_test.get_or_insert((name.clone(), detail.clone(), Vec::new()));
+                    TestRecord {
+                        name: name.clone(),
+                        result: TestResult::Failed,
+                        duration_ms: millis(started.elapsed()),
+                        detail,
+                    }
+                }
+            },
         };
         shared.reporter.event(Event::Test {
             image: job.name.clone(),
@@ -1164,7 +1209,8 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
         return outcome;
     }
 
-    // Push the content tag; the moving tags wait for the scan gate.
+    // Push the content tag (the cluster's build pushed the image already:
+    // only the tag is new); the moving tags wait for the scan gate.
     stage("push");
     let t = Instant::now();
     let tags = vec![job.content_tag.clone()];
@@ -1173,22 +1219,35 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
         let line = line.clone();
         move |event: PushEvent| line(&format!("push: {event}"))
     };
-    let pushed = push::push_image(
-        &shared.engine,
-        &shared.registry,
-        &built.image_id,
-        &job.repository,
-        &tags,
-        &options,
-        &progress,
-    )
-    .await;
+    let pushed = match &built {
+        Built::Engine { engine, image_id } => push::push_image(
+            engine,
+            &shared.registry,
+            image_id,
+            &job.repository,
+            &tags,
+            &options,
+            &progress,
+        )
+        .await
+        .map(|p| (p.digest, p.tags)),
+        Built::Pushed { digest, .. } => push::tag(
+            &shared.registry,
+            &job.repository,
+            digest,
+            &tags,
+            &options,
+            &progress,
+        )
+        .await
+        .map(|tags| (digest.clone(), tags)),
+    };
     outcome.stages.insert("push".into(), millis(t.elapsed()));
     let digest = match pushed {
-        Ok(p) => {
-            outcome.digest = Some(p.digest.clone());
-            outcome.tags = p.tags;
-            p.digest
+        Ok((digest, tags)) => {
+            outcome.digest = Some(digest.clone());
+            outcome.tags = tags;
+            digest
         }
         Err(e) => {
             fail(
@@ -1210,15 +1269,25 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
         let line = line.clone();
         move |l: String| line(&format!("scan: {l}"))
     };
-    let scanned = scan::stage::scan(
-        &shared.engine,
+    let pinned = ImageRef {
+        reference: digest.clone(),
+        ..job.repository.clone()
+    };
+    let source = match &built {
+        Built::Engine { engine, image_id } => scan::stage::Source::Engine { engine, image_id },
+        Built::Pushed { .. } => scan::stage::Source::Registry {
+            client: &shared.registry,
+            image: &pinned,
+        },
+    };
+    let scanned = scan::stage::scan_from(
+        source,
         &shared.scanners,
         &shared.referrers,
         scan::stage::Target {
             image: &job.name,
             repository: &repository,
             digest: &digest,
-            image_id: &built.image_id,
             tags: tags.clone(),
             policy: &job.policy,
             created: &created,
@@ -1308,6 +1377,267 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
         }
     }
     outcome
+}
+
+/// Mark the outcome failed at `stage`.
+fn fail(outcome: &mut Outcome, stage: &str, message: String, tail: Vec<String>) {
+    outcome.result = BuildResult::Failed;
+    outcome.reason = format!("{stage} failed: {message}");
+    outcome.tail = tail;
+}
+
+/// The engine backend's builder, for one build.
+struct EngineBuild<'a> {
+    engine: &'a Engine,
+    buildkit: bool,
+    ca_url: Option<&'a str>,
+}
+
+/// Pull the parent if the engine lacks it, then build. `None`: failed (the
+/// outcome says why).
+async fn engine_build<'a>(
+    shared: &Shared,
+    how: &EngineBuild<'a>,
+    job: &Job,
+    from: &str,
+    outcome: &mut Outcome,
+    line: &(dyn Fn(&str) + Send + Sync),
+    stage: &(dyn Fn(&'static str) + Send + Sync),
+) -> Option<Built<'a>> {
+    let engine = how.engine;
+    stage("pull");
+    let t = Instant::now();
+    let present = engine.image_id(from).await;
+    let pulled = match present {
+        Ok(Some(id)) => {
+            line(&format!("FROM {from}: in the engine as {id}"));
+            Ok(())
+        }
+        Ok(None) => {
+            line(&format!("FROM {from}: pulling"));
+            let mut on_line = |l: &str| line(l);
+            // Only that registry's own login goes with the pull.
+            let host = labforge_core::formats::split_reference(from)
+                .map(|p| p.registry)
+                .unwrap_or_default();
+            let credentials = if host == shared.settings.registry.host {
+                shared
+                    .settings
+                    .registry_options
+                    .username
+                    .clone()
+                    .zip(shared.settings.registry_options.password.clone())
+            } else {
+                crate::creds::login_for(&host, &shared.settings.registry.host)
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(registry = %host, error = %e, "no login for the parent's registry");
+                        None
+                    })
+            };
+            engine.pull(from, credentials, &mut on_line).await
+        }
+        Err(e) => Err(e),
+    };
+    outcome.stages.insert("pull".into(), millis(t.elapsed()));
+    if let Err(e) = pulled {
+        fail(outcome, "pull", labforge_core::error_chain(&e), Vec::new());
+        return None;
+    }
+
+    stage("build");
+    let t = Instant::now();
+    let local_tag = job.repository.to_string();
+    let mut build_args = job.build_args.clone();
+    build_args.insert("BASE_IMAGE".into(), from.to_string());
+    if let Some(url) = how.ca_url {
+        build_args.insert(CA_URL_ARG.into(), url.to_string());
+    }
+    let request = BuildRequest {
+        image: &job.name,
+        dockerfile: &job.dockerfile,
+        context: &job.context,
+        tag: &local_tag,
+        build_args: &build_args,
+        labels: &job.labels,
+    };
+    let mut on_line = |l: &str| line(l);
+    line(&format!(
+        "building with {}",
+        if how.buildkit {
+            "BuildKit"
+        } else {
+            "the classic builder"
+        }
+    ));
+    let built = if how.buildkit {
+        crate::buildkit::build(engine, &request, &mut on_line).await
+    } else {
+        engine.build(&request, &mut on_line).await
+    };
+    outcome.stages.insert("build".into(), millis(t.elapsed()));
+    match built {
+        Ok(b) => Some(Built::Engine {
+            engine,
+            image_id: b.image_id,
+        }),
+        Err(EngineError::BuildFailed {
+            instruction,
+            message,
+            tail,
+            ..
+        }) => {
+            let at = instruction.unwrap_or_else(|| "its start".into());
+            fail(outcome, "build", format!("at {at}: {message}"), tail);
+            None
+        }
+        Err(e) => {
+            fail(outcome, "build", labforge_core::error_chain(&e), Vec::new());
+            None
+        }
+    }
+}
+
+/// Build in the cluster: the context tarball offered to a BuildKit Job,
+/// which pushes by digest; the digest confirmed in the registry. `None`:
+/// failed (the outcome says why).
+async fn kube_build<'a>(
+    shared: &Shared,
+    k: &'a KubeRunner,
+    job: &Job,
+    from: &str,
+    outcome: &mut Outcome,
+    line: &(dyn Fn(&str) + Send + Sync),
+    stage: &(dyn Fn(&'static str) + Send + Sync),
+) -> Option<Built<'a>> {
+    stage("build");
+    let t = Instant::now();
+    let tar = k.contexts.join(format!("{}.tar", job.name));
+    let written = crate::engine::context_tar(&job.dockerfile, &job.context)
+        .map_err(|e| labforge_core::error_chain(&e))
+        .and_then(|bytes| {
+            std::fs::write(&tar, bytes)
+                .map_err(|e| format!("cannot write the context {}: {e}", tar.display()))
+        });
+    if let Err(message) = written {
+        fail(outcome, "build", message, Vec::new());
+        return None;
+    }
+    let mut build_args = job.build_args.clone();
+    build_args.insert("BASE_IMAGE".into(), from.to_string());
+    let target = format!("{}/{}", job.repository.registry, job.repository.repository);
+    line(&format!(
+        "building in the cluster: a BuildKit Job pushes {target} by digest"
+    ));
+    let request = crate::kube_build::BuildRequest {
+        image: &job.name,
+        identity: &job.hash,
+        target: &target,
+        build_args: &build_args,
+        labels: &job.labels,
+        platform: &k.platform,
+        context_tar: &tar,
+    };
+    let pushed = k.builder.build(&request, |l| line(l)).await;
+    // Gone already when the Job fetched it; not when it never did.
+    let _ = std::fs::remove_file(&tar);
+    outcome.stages.insert("build".into(), millis(t.elapsed()));
+    let pushed = match pushed {
+        Ok(p) => p,
+        Err(KubeBuildError::Failed {
+            job: name,
+            reason,
+            tail,
+            ..
+        }) => {
+            fail(
+                outcome,
+                "build",
+                format!("the build Job {name}: {reason}"),
+                tail,
+            );
+            return None;
+        }
+        Err(e) => {
+            fail(outcome, "build", labforge_core::error_chain(&e), Vec::new());
+            return None;
+        }
+    };
+    // Only a digest the registry confirms counts.
+    let pinned = ImageRef {
+        reference: pushed.digest.clone(),
+        ..job.repository.clone()
+    };
+    match shared.registry.manifest_digest(&pinned).await {
+        Ok(Some(d)) if d == pushed.digest => {
+            line(&format!("the registry holds {target}@{d}"));
+            Some(Built::Pushed {
+                tester: &k.tester,
+                digest: d,
+            })
+        }
+        Ok(_) => {
+            fail(
+                outcome,
+                "build",
+                format!(
+                    "the build Job reported {}, but the registry has no such manifest in {target}",
+                    pushed.digest
+                ),
+                Vec::new(),
+            );
+            None
+        }
+        Err(e) => {
+            fail(
+                outcome,
+                "build",
+                format!(
+                    "cannot confirm {} in the registry: {}",
+                    pushed.digest,
+                    labforge_core::error_chain(&e)
+                ),
+                Vec::new(),
+            );
+            None
+        }
+    }
+}
+
+/// Run one smoke test where the image is: a container of the engine, or
+/// a Pod from the pushed digest. An error is the test's failure detail.
+async fn run_test(
+    built: &Built<'_>,
+    job: &Job,
+    name: &str,
+    run: &str,
+    timeout: Duration,
+    gpu: bool,
+) -> Result<TestRun, String> {
+    match built {
+        Built::Engine { engine, image_id } => engine
+            .run_test_with(image_id, run, timeout, gpu)
+            .await
+            .map_err(|e| labforge_core::error_chain(&e)),
+        Built::Pushed { tester, digest } => {
+            let reference = format!(
+                "{}/{}@{digest}",
+                job.repository.registry, job.repository.repository
+            );
+            let request = TestRequest {
+                image: &job.name,
+                identity: &job.hash,
+                test: name,
+                reference: &reference,
+                run,
+                timeout,
+                gpu,
+            };
+            tester
+                .run(&request, |_| {})
+                .await
+                .map_err(|e| labforge_core::error_chain(&e))
+        }
+    }
 }
 
 /// The tags for humans that point at an image's published digest:
@@ -1473,7 +1803,6 @@ async fn regate(
                 image: &o.image,
                 repository: &o.repository,
                 digest: &digest,
-                image_id: "",
                 tags: vec![o.content_tag.clone()],
                 policy: &image.scan,
                 created: &created,

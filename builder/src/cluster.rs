@@ -1,7 +1,7 @@
 //! The Kubernetes API, through kube-rs: the one module that talks to a
 //! cluster. Reads, server-side applies and deletes the objects the hub
-//! keeps in sync (the profiles ConfigMap, the pre-puller DaemonSets) and the
-//! build Jobs, with retries on transient errors.
+//! keeps in sync (the profiles ConfigMap, the pre-puller DaemonSets), the
+//! build Jobs and the smoke-test pods, with retries on transient errors.
 //!
 //! Must not decide what the objects look like: that is `labforge_core::cluster`
 //! (pure). [`PERMISSIONS`] lists every call made here; the shipped Role in
@@ -53,11 +53,12 @@ pub const PERMISSIONS: &[Permission] = &[
         resource: "jobs",
         verbs: &["get", "create", "delete"],
     },
-    // A build Job's pod (found by the Job's uid) and its log.
+    // A build Job's pod (found by the Job's uid) and its log; smoke-test
+    // pods: created, watched by name, deleted when done.
     Permission {
         api_group: "",
         resource: "pods",
-        verbs: &["list"],
+        verbs: &["list", "get", "create", "delete"],
     },
     Permission {
         api_group: "",
@@ -291,7 +292,7 @@ impl Cluster {
     /// so that a terminating pod of an earlier Job of the same name is
     /// never taken for it.
     pub async fn job_pod(&self, job: &str, uid: &str) -> Result<Option<Value>, ClusterError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let api = self.pods();
         let params =
             ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}"));
         let pods = self
@@ -312,7 +313,7 @@ impl Cluster {
         mut on_line: impl FnMut(&str),
     ) -> Result<(), ClusterError> {
         use futures::{AsyncBufReadExt, TryStreamExt};
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let api = self.pods();
         let params = LogParams {
             follow: true,
             container: Some(container.to_string()),
@@ -349,6 +350,62 @@ impl Cluster {
         };
         match self
             .retrying("delete", "job", name, || api.delete(name, &params))
+            .await
+        {
+            Ok(_) => Ok(Deleted::Deleted),
+            Err(ClusterError::Api { code: 404, .. }) => Ok(Deleted::Absent),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Pods as they are sent and answered, every field kept (the typed
+    /// `Pod` drops fields it does not know).
+    fn dynamic_pods(&self) -> Api<DynamicObject> {
+        self.dynamic("", "v1", "Pod", "pods")
+    }
+
+    /// Create a Pod (a smoke test): its body as
+    /// `labforge_core::cluster::testpod` makes it.
+    pub async fn create_pod(&self, body: &Value) -> Result<Value, ClusterError> {
+        let name = body
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let object: DynamicObject =
+            serde_json::from_value(body.clone()).map_err(|e| ClusterError::Invalid {
+                kind: "pod".into(),
+                name: name.clone(),
+                namespace: self.namespace.clone(),
+                message: e.to_string(),
+            })?;
+        let api = self.dynamic_pods();
+        let params = PostParams::default();
+        let created = self
+            .retrying("create", "pod", &name, || api.create(&params, &object))
+            .await?;
+        Ok(to_value(&created))
+    }
+
+    /// The Pod, or `None` when it is gone.
+    pub async fn pod(&self, name: &str) -> Result<Option<Value>, ClusterError> {
+        let api = self.dynamic_pods();
+        let found = self
+            .retrying("get", "pod", name, || api.get_opt(name))
+            .await?;
+        Ok(found.as_ref().map(to_value))
+    }
+
+    /// Delete a Pod (its containers get their grace period).
+    pub async fn delete_pod(&self, name: &str) -> Result<Deleted, ClusterError> {
+        let api = self.dynamic_pods();
+        let params = DeleteParams::default();
+        match self
+            .retrying("delete", "pod", name, || api.delete(name, &params))
             .await
         {
             Ok(_) => Ok(Deleted::Deleted),

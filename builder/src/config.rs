@@ -85,6 +85,36 @@ pub struct KubernetesConfig {
     /// The pre-puller DaemonSets (`[kubernetes.prepull]`).
     #[serde(default)]
     pub prepull: labforge_core::cluster::prepull::PrepullSettings,
+    /// The `kubernetes` build backend (`[kubernetes.build]`), used when
+    /// `[build] backend = "kubernetes"`.
+    #[serde(default)]
+    pub build: KubeBuildConfig,
+}
+
+/// The `[kubernetes.build]` table: builds as BuildKit Jobs, smoke tests as
+/// Pods, in the `[kubernetes]` namespace.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeBuildConfig {
+    /// Build Jobs at once [default: `jobs`, else 2].
+    pub concurrency: Option<usize>,
+    /// Where `labforge build` serves the build contexts to the Jobs
+    /// [default: `0.0.0.0:7520`].
+    pub listen: Option<std::net::SocketAddr>,
+    /// How build pods reach that server, e.g.
+    /// `http://labforge-hub.labforge.svc:7520` (required).
+    pub context_url: Option<String>,
+    /// Seconds a context download token works; a Job whose pod has not
+    /// fetched its context by then fails [default: 600].
+    pub token_ttl_seconds: Option<u64>,
+    /// The build Jobs' image, resources, deadline, registry Secret and
+    /// placement (`[kubernetes.build.job]`).
+    #[serde(default)]
+    pub job: labforge_core::cluster::job::BuildJobSettings,
+    /// The smoke-test Pods' resources, pull Secret and placement, GPU nodes
+    /// included (`[kubernetes.build.tests]`).
+    #[serde(default)]
+    pub tests: labforge_core::cluster::testpod::TestPodSettings,
 }
 
 /// The `[github]` table: the image-request bot. Secrets are not kept here:
@@ -247,6 +277,10 @@ pub struct BuildConfig {
     pub compression: Option<String>,
     /// Attempts per registry request before a push fails [default: 5].
     pub push_retries: Option<u32>,
+    /// Where images are built and tested: `engine` (default: the local
+    /// Docker Engine) or `kubernetes` (BuildKit Jobs and test Pods, see
+    /// `[kubernetes.build]`).
+    pub backend: Option<String>,
 }
 
 impl Config {

@@ -3,7 +3,7 @@
 //!
 //! The rendered context tarball is offered by the [`ContextServer`] under a
 //! one-time token; the Job (`labforge_core::cluster::job`, a rootless
-//! BuildKit pod) fetches it, builds, pushes by the content tag and prints
+//! BuildKit pod) fetches it, builds, pushes by digest and prints
 //! BuildKit's metadata. Here: create the Job, wait for its pod, follow its
 //! log line by line (every line to the caller, for the build record), read
 //! the pushed digest from the marked metadata line, wait for the Job to
@@ -29,8 +29,9 @@ use crate::context_server::{ContextError, ContextServer};
 /// Lines of the pod's log kept for the error of a failed build.
 const TAIL: usize = 40;
 
-/// How often a followed log checks that its Job still runs.
-const LOG_CHECK: Duration = Duration::from_secs(15);
+/// How often a followed log checks that its Job (or, in `kube_test`, its
+/// pod) still runs.
+pub(crate) const LOG_CHECK: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeBuildError {
@@ -61,7 +62,7 @@ pub enum KubeBuildError {
     Vanished { image: String, job: String },
 }
 
-fn tail_text(tail: &[String]) -> String {
+pub(crate) fn tail_text(tail: &[String]) -> String {
     if tail.is_empty() {
         String::new()
     } else {
@@ -73,9 +74,10 @@ fn tail_text(tail: &[String]) -> String {
 pub struct BuildRequest<'a> {
     pub image: &'a str,
     pub identity: &'a str,
-    /// `<registry>/<repo>:<content tag>`.
+    /// `<registry>/<repo>`: the Job pushes by digest, untagged.
     pub target: &'a str,
     pub build_args: &'a BTreeMap<String, String>,
+    pub labels: &'a BTreeMap<String, String>,
     pub platform: &'a str,
     /// The uncompressed context tar, as `engine::context_tar` writes it.
     pub context_tar: &'a Path,
@@ -137,6 +139,7 @@ impl KubeBuilder {
             identity: request.identity,
             target: request.target,
             build_args: request.build_args,
+            labels: request.labels,
             platform: request.platform,
             context_url: &ticket.url,
             context_token: ticket.token.expose_secret(),
@@ -354,7 +357,7 @@ impl KubeBuilder {
 
 /// Why a pod is not running: its containers' waiting reasons, or why it
 /// cannot be scheduled.
-fn waiting(pod: &Value) -> String {
+pub(crate) fn waiting(pod: &Value) -> String {
     let mut reasons: Vec<String> = Vec::new();
     for c in pod
         .pointer("/status/containerStatuses")

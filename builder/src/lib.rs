@@ -12,6 +12,7 @@ pub mod context_server;
 pub mod creds;
 pub mod engine;
 pub mod kube_build;
+pub mod kube_test;
 pub mod output;
 pub mod project;
 pub mod push;

@@ -285,6 +285,64 @@ impl RegistryClient {
             })
     }
 
+    /// `scheme://host/v2/<repository>` of `image`'s repository.
+    pub(crate) fn repository_url(&self, image: &ImageRef) -> String {
+        format!(
+            "{}://{}/v2/{}",
+            self.scheme(&image.registry),
+            image.registry,
+            image.repository
+        )
+    }
+
+    /// The login the client was made with (`RegistryOptions` username and
+    /// password), for a tool that must reach the same registry itself.
+    pub(crate) fn basic_login(&self) -> Option<(&str, &str)> {
+        match &self.auth {
+            RegistryAuth::Basic(user, password) => Some((user.as_str(), password.as_str())),
+            _ => None,
+        }
+    }
+
+    /// `GET url` (a manifest or blob of `image`'s repository) for pulling:
+    /// with the remembered pull authorization, and once more after a login
+    /// when the registry answers 401, like [`Self::manifest_digest`]. `accept`
+    /// is the `Accept` header; `timeout`, when given, replaces the client's
+    /// whole-request timeout (a large blob takes longer to stream). The answer
+    /// comes back whatever its status; only a failed connection is an error.
+    pub(crate) async fn get_for_pull(
+        &self,
+        image: &ImageRef,
+        url: &str,
+        accept: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let send = |authorization: Option<String>| {
+            let mut request = self.http.get(url);
+            if let Some(a) = accept {
+                request = request.header("Accept", a);
+            }
+            if let Some(t) = timeout {
+                request = request.timeout(t);
+            }
+            if let Some(a) = authorization {
+                request = request.header("Authorization", a);
+            }
+            request.send()
+        };
+        let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
+            url: url.to_string(),
+            message: labforge_core::error_chain(&e),
+        };
+        let known = self.remembered(image);
+        let response = send(known).await.map_err(unreachable)?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let header = self.authenticate(image).await?;
+        send(header).await.map_err(unreachable)
+    }
+
     fn manifest_url(&self, image: &ImageRef) -> String {
         format!(
             "{}://{}/v2/{}/manifests/{}",

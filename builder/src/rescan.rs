@@ -149,15 +149,17 @@ pub async fn rescan(
         };
         let created = crate::state::format_rfc3339(crate::state::unix_ms_now());
         let say_scan = |line: String| say(format!("scan: {line}"));
-        let scanned = stage::scan(
-            engine,
+        let scanned = stage::scan_from(
+            stage::Source::Engine {
+                engine,
+                image_id: &image_id,
+            },
             &scanners,
             &referrers,
             Target {
                 image: &image.name,
                 repository: &repository,
                 digest,
-                image_id: &image_id,
                 tags: vec![p.tag.clone()],
                 policy: &image.scan,
                 created: &created,

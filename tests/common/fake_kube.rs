@@ -1,6 +1,6 @@
 //! A fake Kubernetes API server for the tests of the cluster sync (server-side
 //! apply of the profiles ConfigMap and the pre-puller DaemonSets, deletes of
-//! stale ones) and of the build Jobs.
+//! stale ones), of the build Jobs and of the smoke-test pods.
 //!
 //! It answers the namespaced resources labforge uses (core/v1 `configmaps`,
 //! apps/v1 `daemonsets`, batch/v1 `jobs`, core/v1 `pods` and `pods/log`) the
@@ -23,11 +23,22 @@
 //!   owned by another manager is a 409 conflict unless `force=true`;
 //! - a Job gets one pod at once (as the Job controller would create it); test
 //!   hooks move the pod through Running to Succeeded or Failed and write its
-//!   log, which `pods/{name}/log?follow=true` streams until the pod ends.
+//!   log, which `pods/{name}/log?follow=true` streams until the pod ends;
+//! - a pod created through the API (`POST pods`) is validated like the pod
+//!   template of a Job (and its own fields: restart policy, deadline,
+//!   extended resources), gets what admission and the scheduler would give
+//!   it (service account, default tolerations, QoS class, a node) and waits
+//!   Pending with its container `ContainerCreating`; the "kubelet" is test
+//!   hooks: [`FakeKube::start_pod`], [`FakeKube::append_log`],
+//!   [`FakeKube::finish_pod`] (an exit code), [`FakeKube::deadline_pod`]
+//!   (`activeDeadlineSeconds` passed), [`FakeKube::set_waiting`] (e.g.
+//!   `ErrImagePull`) and [`FakeKube::set_unschedulable`]. A pod is deleted at
+//!   once (the answer is the pod with its deletion timestamp, as for a
+//!   graceful delete; this kubelet needs no grace period).
 //!
 //! It does not implement watches, PUT, other patch types than apply, other
-//! namespaces than [`NAMESPACE`], YAML request bodies (JSON only), or any
-//! controller but the single-pod Job controller above (a DaemonSet's status
+//! namespaces than [`NAMESPACE`], YAML request bodies (JSON only), updates
+//! of a pod, or any controller but the single-pod Job controller above (a DaemonSet's status
 //! only changes through [`FakeKube::set_status`]; a failed pod fails its Job
 //! at once, as if the backoff limit were reached).
 //!
@@ -64,7 +75,6 @@ const READS: &[(&str, &str, &[&str])] = &[
     ("", "configmaps", &["get"]),
     ("apps", "daemonsets", &["get"]),
     ("batch", "jobs", &["list"]),
-    ("", "pods", &["get"]),
 ];
 
 /// One rule: API group, resource, verbs.
@@ -389,6 +399,61 @@ impl FakeKube {
     /// BackoffLimitExceeded). Log followers see the end of the stream.
     pub fn finish_job(&self, job: &str, succeed: bool) {
         self.lock().finish_job(job, succeed);
+        self.inner.bump();
+    }
+
+    /// Start a pod (a Job's or one created through the API): phase
+    /// Running, container running and ready. A Job's ready count follows.
+    pub fn start_pod(&self, pod: &str) {
+        self.lock().start_pod(pod);
+        self.inner.bump();
+    }
+
+    /// End a pod's container with `exit_code`: phase Succeeded for 0,
+    /// Failed otherwise, the container terminated (`Completed` or `Error`).
+    /// A pending pod is started first. Log followers see the end.
+    pub fn finish_pod(&self, pod: &str, exit_code: i64) {
+        let mut s = self.lock();
+        s.start_pod(pod);
+        let reason = if exit_code == 0 { "Completed" } else { "Error" };
+        s.end_pod(pod, exit_code == 0, Some((exit_code, reason)), None);
+        drop(s);
+        self.inner.bump();
+    }
+
+    /// What the kubelet does when a pod's `activeDeadlineSeconds` has
+    /// passed: phase Failed with reason DeadlineExceeded, a running
+    /// container killed (exit code 137), a waiting one left waiting.
+    pub fn deadline_pod(&self, pod: &str) {
+        let mut s = self.lock();
+        let running = s
+            .get(Res::Pods, pod)
+            .is_some_and(|p| str_at(p, "/status/phase") == "Running");
+        s.end_pod(
+            pod,
+            false,
+            running.then_some((137, "Error")),
+            Some((
+                "DeadlineExceeded",
+                "Pod was active on the node longer than the specified deadline",
+            )),
+        );
+        drop(s);
+        self.inner.bump();
+    }
+
+    /// A pending pod's container waits for `reason` (`ErrImagePull`,
+    /// `ImagePullBackOff`, `CreateContainerConfigError`, …) with `message`.
+    pub fn set_waiting(&self, pod: &str, reason: &str, message: &str) {
+        self.lock().set_waiting(pod, reason, message);
+        self.inner.bump();
+    }
+
+    /// A pending pod that no node can take: unbound, its PodScheduled
+    /// condition False with reason Unschedulable and `message` (e.g.
+    /// `0/3 nodes are available: 3 Insufficient nvidia.com/gpu.`).
+    pub fn set_unschedulable(&self, pod: &str, message: &str) {
+        self.lock().set_unschedulable(pod, message);
         self.inner.bump();
     }
 
@@ -943,19 +1008,7 @@ impl State {
         let now = now_iso();
         let template = &job_obj["spec"]["template"];
         let mut spec = template["spec"].clone();
-        default_pod_spec(&mut spec);
-        spec["nodeName"] = json!("fake-node");
-        spec["serviceAccountName"] = json!("default");
-        spec["serviceAccount"] = json!("default");
-        spec["enableServiceLinks"] = json!(true);
-        spec["preemptionPolicy"] = json!("PreemptLowerPriority");
-        spec["priority"] = json!(0);
-        spec["tolerations"] = json!([
-            {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
-             "effect": "NoExecute", "tolerationSeconds": 300},
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-             "effect": "NoExecute", "tolerationSeconds": 300}
-        ]);
+        admit_pod_spec(&mut spec);
         let containers: Vec<String> = containers_of(&spec);
         let mut meta = json!({
             "name": name,
@@ -978,45 +1031,13 @@ impl State {
         if let Some(a) = template["metadata"].get("annotations") {
             meta["annotations"] = a.clone();
         }
-        let statuses: Vec<Value> = containers
-            .iter()
-            .zip(spec["containers"].as_array().cloned().unwrap_or_default())
-            .map(|(c, spec)| {
-                json!({
-                    "name": c,
-                    "image": spec["image"].clone(),
-                    "imageID": "",
-                    "ready": false,
-                    "restartCount": 0,
-                    "started": false,
-                    "state": {"waiting": {"reason": "ContainerCreating"}}
-                })
-            })
-            .collect();
+        let status = pending_status(&spec, &now);
         let pod = json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": meta,
             "spec": spec,
-            "status": {
-                "phase": "Pending",
-                "qosClass": "BestEffort",
-                "hostIP": "10.0.0.10",
-                "startTime": now,
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-                     "lastTransitionTime": now},
-                    {"type": "Initialized", "status": "True", "lastProbeTime": null,
-                     "lastTransitionTime": now},
-                    {"type": "Ready", "status": "False", "lastProbeTime": null,
-                     "lastTransitionTime": now, "reason": "ContainersNotReady",
-                     "message": format!("containers with unready status: [{}]", containers.join(" "))},
-                    {"type": "ContainersReady", "status": "False", "lastProbeTime": null,
-                     "lastTransitionTime": now, "reason": "ContainersNotReady",
-                     "message": format!("containers with unready status: [{}]", containers.join(" "))}
-                ],
-                "containerStatuses": statuses
-            }
+            "status": status
         });
         let key = (Res::Pods, name.clone());
         self.objects.insert(key.clone(), pod);
@@ -1054,18 +1075,33 @@ impl State {
 
     fn start_job(&mut self, job: &str) -> String {
         let pod = self.job_pod(job);
-        let phase = str_at(
-            self.get(Res::Pods, &pod).unwrap_or(&Value::Null),
-            "/status/phase",
-        );
+        self.start_pod(&pod);
+        pod
+    }
+
+    /// Pending → Running (a Running pod stays as it is); the ready count of
+    /// the Job that owns it follows.
+    fn start_pod(&mut self, pod: &str) {
+        let Some(current) = self.get(Res::Pods, pod) else {
+            panic!("start_pod: no pod named {pod}");
+        };
+        let phase = str_at(current, "/status/phase");
         match phase.as_str() {
-            "Running" => return pod,
+            "Running" => return,
             "Pending" => {}
-            other => panic!("start_job: the pod of job {job} is already {other}"),
+            other => panic!("start_pod: the pod {pod} is already {other}"),
         }
+        assert!(
+            current["spec"]["nodeName"].is_string(),
+            "start_pod: the pod {pod} is not scheduled"
+        );
+        let owner = current["metadata"]["ownerReferences"]
+            .as_array()
+            .and_then(|refs| refs.iter().find(|r| r["kind"] == "Job"))
+            .map(|r| str_at(r, "/name"));
         let now = now_iso();
         let rv = self.next_rv();
-        if let Some(p) = self.objects.get_mut(&(Res::Pods, pod.clone())) {
+        if let Some(p) = self.objects.get_mut(&(Res::Pods, pod.to_string())) {
             p["status"]["phase"] = json!("Running");
             p["status"]["podIP"] = json!("10.244.0.17");
             p["status"]["podIPs"] = json!([{"ip": "10.244.0.17"}]);
@@ -1091,12 +1127,127 @@ impl State {
             }
             p["metadata"]["resourceVersion"] = json!(rv);
         }
-        let rv = self.next_rv();
-        if let Some(j) = self.objects.get_mut(&(Res::Jobs, job.to_string())) {
-            j["status"]["ready"] = json!(1);
-            j["metadata"]["resourceVersion"] = json!(rv);
+        if let Some(job) = owner {
+            let rv = self.next_rv();
+            if let Some(j) = self.objects.get_mut(&(Res::Jobs, job)) {
+                j["status"]["ready"] = json!(1);
+                j["metadata"]["resourceVersion"] = json!(rv);
+            }
         }
-        pod
+    }
+
+    /// End a pending or running pod: phase Succeeded or Failed, its
+    /// containers terminated with `exit` (exit code, reason) or, without
+    /// one, left as they are; `pod_reason` is the pod's own reason and
+    /// message.
+    fn end_pod(
+        &mut self,
+        pod: &str,
+        succeeded: bool,
+        exit: Option<(i64, &str)>,
+        pod_reason: Option<(&str, &str)>,
+    ) {
+        let phase = str_at(
+            self.get(Res::Pods, pod)
+                .unwrap_or_else(|| panic!("no pod named {pod}")),
+            "/status/phase",
+        );
+        assert!(
+            phase == "Pending" || phase == "Running",
+            "the pod {pod} is already {phase}"
+        );
+        let now = now_iso();
+        let rv = self.next_rv();
+        if let Some(p) = self.objects.get_mut(&(Res::Pods, pod.to_string())) {
+            p["status"]["phase"] = json!(if succeeded { "Succeeded" } else { "Failed" });
+            if let Some((reason, message)) = pod_reason {
+                p["status"]["reason"] = json!(reason);
+                p["status"]["message"] = json!(message);
+            }
+            if let Some(conds) = p["status"]["conditions"].as_array_mut() {
+                for c in conds.iter_mut() {
+                    let t = str_at(c, "/type");
+                    if t == "Ready" || t == "ContainersReady" {
+                        c["status"] = json!("False");
+                        c["reason"] = json!(if succeeded {
+                            "PodCompleted"
+                        } else {
+                            "PodFailed"
+                        });
+                        c["lastTransitionTime"] = json!(now);
+                    }
+                }
+            }
+            if let Some(statuses) = p["status"]["containerStatuses"].as_array_mut() {
+                for s in statuses.iter_mut() {
+                    s["ready"] = json!(false);
+                    s["started"] = json!(false);
+                    let Some((code, reason)) = exit else {
+                        continue;
+                    };
+                    let started = s["state"]["running"]["startedAt"].clone();
+                    let started = if started.is_null() {
+                        json!(now)
+                    } else {
+                        started
+                    };
+                    s["state"] = json!({"terminated": {
+                        "exitCode": code,
+                        "reason": reason,
+                        "startedAt": started,
+                        "finishedAt": now,
+                        "containerID": format!("containerd://{}", "0".repeat(64))
+                    }});
+                }
+            }
+            if let Some(m) = p["metadata"].as_object_mut() {
+                m.remove("finalizers");
+            }
+            p["metadata"]["resourceVersion"] = json!(rv);
+        }
+    }
+
+    fn pending_pod_mut(&mut self, pod: &str, hook: &str) -> &mut Value {
+        let p = self
+            .objects
+            .get_mut(&(Res::Pods, pod.to_string()))
+            .unwrap_or_else(|| panic!("{hook}: no pod named {pod}"));
+        let phase = str_at(p, "/status/phase");
+        assert_eq!(phase, "Pending", "{hook}: the pod {pod} is {phase}");
+        p
+    }
+
+    fn set_waiting(&mut self, pod: &str, reason: &str, message: &str) {
+        let rv = self.next_rv();
+        let p = self.pending_pod_mut(pod, "set_waiting");
+        let statuses = p["status"]["containerStatuses"]
+            .as_array_mut()
+            .unwrap_or_else(|| panic!("set_waiting: the pod {pod} is not scheduled"));
+        for s in statuses.iter_mut() {
+            s["state"] = json!({"waiting": {"reason": reason, "message": message}});
+        }
+        p["metadata"]["resourceVersion"] = json!(rv);
+    }
+
+    fn set_unschedulable(&mut self, pod: &str, message: &str) {
+        let rv = self.next_rv();
+        let now = now_iso();
+        let p = self.pending_pod_mut(pod, "set_unschedulable");
+        if let Some(spec) = p["spec"].as_object_mut() {
+            spec.remove("nodeName");
+        }
+        if let Some(status) = p["status"].as_object_mut() {
+            for k in ["hostIP", "startTime", "containerStatuses"] {
+                status.remove(k);
+            }
+            status.insert(
+                "conditions".into(),
+                json!([{"type": "PodScheduled", "status": "False", "lastProbeTime": null,
+                        "lastTransitionTime": now, "reason": "Unschedulable",
+                        "message": message}]),
+            );
+        }
+        p["metadata"]["resourceVersion"] = json!(rv);
     }
 
     fn append_log(&mut self, pod: &str, lines: &[&str]) {
@@ -1121,57 +1272,13 @@ impl State {
 
     fn finish_job(&mut self, job: &str, succeed: bool) {
         let pod = self.job_pod(job);
-        let phase = str_at(
-            self.get(Res::Pods, &pod).unwrap_or(&Value::Null),
-            "/status/phase",
-        );
-        assert!(
-            phase == "Pending" || phase == "Running",
-            "finish_job: the pod of job {job} is already {phase}"
-        );
         let now = now_iso();
-        let (pod_phase, exit, reason) = if succeed {
-            ("Succeeded", 0, "Completed")
+        let exit = if succeed {
+            (0, "Completed")
         } else {
-            ("Failed", 1, "Error")
+            (1, "Error")
         };
-        let rv = self.next_rv();
-        if let Some(p) = self.objects.get_mut(&(Res::Pods, pod.clone())) {
-            p["status"]["phase"] = json!(pod_phase);
-            if let Some(conds) = p["status"]["conditions"].as_array_mut() {
-                for c in conds.iter_mut() {
-                    let t = str_at(c, "/type");
-                    if t == "Ready" || t == "ContainersReady" {
-                        c["status"] = json!("False");
-                        c["reason"] = json!(if succeed { "PodCompleted" } else { "PodFailed" });
-                        c["lastTransitionTime"] = json!(now);
-                    }
-                }
-            }
-            if let Some(statuses) = p["status"]["containerStatuses"].as_array_mut() {
-                for s in statuses.iter_mut() {
-                    let started = s["state"]["running"]["startedAt"].clone();
-                    let started = if started.is_null() {
-                        json!(now)
-                    } else {
-                        started
-                    };
-                    s["ready"] = json!(false);
-                    s["started"] = json!(false);
-                    s["state"] = json!({"terminated": {
-                        "exitCode": exit,
-                        "reason": reason,
-                        "startedAt": started,
-                        "finishedAt": now,
-                        "containerID": format!("containerd://{}", "0".repeat(64))
-                    }});
-                }
-            }
-            if let Some(m) = p["metadata"].as_object_mut() {
-                m.remove("finalizers");
-            }
-            p["metadata"]["resourceVersion"] = json!(rv);
-        }
+        self.end_pod(&pod, succeed, Some(exit), None);
         let rv = self.next_rv();
         if let Some(j) = self.objects.get_mut(&(Res::Jobs, job.to_string())) {
             let start = j["status"]["startTime"].clone();
@@ -1206,6 +1313,105 @@ impl State {
             j["status"] = status;
             j["metadata"]["resourceVersion"] = json!(rv);
         }
+    }
+}
+
+/// What admission and the scheduler add to a new pod's spec: the API
+/// server's defaults, the namespace's default service account, the
+/// DefaultTolerationSeconds tolerations, priority, and a node.
+fn admit_pod_spec(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    default_pod_spec(spec);
+    set_default(spec, "serviceAccountName", json!("default"));
+    spec["serviceAccount"] = spec["serviceAccountName"].clone();
+    set_default(spec, "enableServiceLinks", json!(true));
+    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    set_default(spec, "priority", json!(0));
+    let mut tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        if !tolerations.iter().any(|t| t["key"] == key) {
+            tolerations.push(json!({"key": key, "operator": "Exists",
+                                    "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+    spec["tolerations"] = json!(tolerations);
+    spec["nodeName"] = json!("fake-node");
+}
+
+/// The status of a pod bound to a node whose containers are being created.
+fn pending_status(spec: &Value, now: &str) -> Value {
+    let containers = containers_of(spec);
+    let statuses: Vec<Value> = containers
+        .iter()
+        .zip(spec["containers"].as_array().cloned().unwrap_or_default())
+        .map(|(c, spec)| {
+            json!({
+                "name": c,
+                "image": spec["image"].clone(),
+                "imageID": "",
+                "ready": false,
+                "restartCount": 0,
+                "started": false,
+                "state": {"waiting": {"reason": "ContainerCreating"}}
+            })
+        })
+        .collect();
+    let unready = format!("containers with unready status: [{}]", containers.join(" "));
+    json!({
+        "phase": "Pending",
+        "qosClass": qos_class(spec),
+        "hostIP": "10.0.0.10",
+        "startTime": now,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+             "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastProbeTime": null,
+             "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "lastProbeTime": null,
+             "lastTransitionTime": now, "reason": "ContainersNotReady",
+             "message": unready},
+            {"type": "ContainersReady", "status": "False", "lastProbeTime": null,
+             "lastTransitionTime": now, "reason": "ContainersNotReady",
+             "message": unready}
+        ],
+        "containerStatuses": statuses
+    })
+}
+
+/// Guaranteed when every container's CPU and memory limits are set and its
+/// requests (if given) equal them, BestEffort without any, Burstable
+/// otherwise.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec[*k].as_array())
+        .flatten()
+        .collect();
+    let set = |c: &Value, kind: &str, r: &str| !c["resources"][kind][r].is_null();
+    let none = containers.iter().all(|c| {
+        ["requests", "limits"]
+            .iter()
+            .all(|k| c["resources"][*k].as_object().is_none_or(Map::is_empty))
+    });
+    if none {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            set(c, "limits", r)
+                && (!set(c, "requests", r)
+                    || c["resources"]["requests"][*r] == c["resources"]["limits"][*r])
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
     }
 }
 
@@ -2149,6 +2355,11 @@ impl State {
         }
         meta["managedFields"] = managed_fields_json(Some(&managers));
         initial_status(res, &mut obj);
+        if res == Res::Pods {
+            // Admission, then the scheduler: the pod waits on its node.
+            admit_pod_spec(&mut obj["spec"]);
+            obj["status"] = pending_status(&obj["spec"], &now_iso());
+        }
         let mut reply_obj = obj.clone();
         if !options.dry_run {
             let rv = self.next_rv();
@@ -2158,6 +2369,16 @@ impl State {
             self.managers.insert(key, managers);
             if res == Res::Jobs {
                 self.spawn_job_pod(&name);
+            }
+            if res == Res::Pods {
+                let containers = self
+                    .get(res, &name)
+                    .map(|p| containers_of(&p["spec"]))
+                    .unwrap_or_default();
+                self.logs.insert(
+                    name.clone(),
+                    containers.into_iter().map(|c| (c, Vec::new())).collect(),
+                );
             }
             reply_obj = self.get(res, &name).cloned().unwrap_or(Value::Null);
         }
@@ -2536,6 +2757,18 @@ impl State {
             None => "Background".to_string(),
         };
         let mut reply = match policy.as_str() {
+            // A pod's delete is graceful: the answer is the pod, terminating.
+            "Background" if res == Res::Pods => {
+                let mut obj = current.clone();
+                let grace = body
+                    .get("gracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
+                    .unwrap_or(30);
+                obj["metadata"]["deletionTimestamp"] = json!(now_iso());
+                obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                Reply::json(200, obj)
+            }
             "Background" => success(res, name, &uid),
             finalizer => {
                 // Foreground and Orphan put a finalizer on the object; the
@@ -2634,8 +2867,14 @@ impl State {
             ));
         }
         if str_at(obj, "/status/phase") == "Pending" {
+            let reason = obj["status"]["containerStatuses"]
+                .as_array()
+                .and_then(|all| all.iter().find(|c| c["name"] == container.as_str()))
+                .map(|c| str_at(c, "/state/waiting/reason"))
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "ContainerCreating".into());
             return bad_request(&format!(
-                "container {container:?} in pod {pod:?} is waiting to start: ContainerCreating"
+                "container {container:?} in pod {pod:?} is waiting to start: {reason}"
             ));
         }
         let timestamps = is_true(query.get("timestamps"));
@@ -2868,12 +3107,34 @@ fn unknown_fields(res: Res, body: &Map<String, Value>) -> Vec<Unknown> {
         ".metadata",
         &[Step::Key("metadata".into())],
     );
+    let k = |s: &str| Step::Key(s.to_string());
+    if res == Res::Pods {
+        check(&top["spec"], POD_SPEC_KEYS, "spec", ".spec", &[k("spec")]);
+        for list in ["initContainers", "containers"] {
+            let Some(items) = top["spec"][list].as_array() else {
+                continue;
+            };
+            for (i, c) in items.iter().enumerate() {
+                let apply = match c.get("name").and_then(Value::as_str) {
+                    Some(n) => format!(".spec.{list}[name={n:?}]"),
+                    None => format!(".spec.{list}[{i}]"),
+                };
+                check(
+                    c,
+                    CONTAINER_KEYS,
+                    &format!("spec.{list}[{i}]"),
+                    &apply,
+                    &[k("spec"), k(list), Step::Index(i)],
+                );
+            }
+        }
+        return out;
+    }
     let spec_keys = match res {
         Res::DaemonSets => DAEMONSET_SPEC_KEYS,
         Res::Jobs => JOB_SPEC_KEYS,
         _ => return out,
     };
-    let k = |s: &str| Step::Key(s.to_string());
     check(&top["spec"], spec_keys, "spec", ".spec", &[k("spec")]);
     let template = &top["spec"]["template"];
     check(
@@ -3663,7 +3924,7 @@ fn validate(res: Res, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         Res::ConfigMaps => validate_configmap(obj, old, &mut errors),
         Res::DaemonSets => validate_daemonset(obj, old, &mut errors),
         Res::Jobs => validate_job(obj, &mut errors),
-        Res::Pods => validate_pod_spec(&obj["spec"], "spec", &mut errors),
+        Res::Pods => validate_pod(obj, &mut errors),
     }
     errors
 }
@@ -3829,6 +4090,89 @@ fn validate_job(obj: &Value, errors: &mut Vec<FieldError>) {
         }
     } else {
         errors.push(FieldError::required("spec.template.spec.containers", ""));
+    }
+}
+
+/// A pod of its own: its spec, and the fields only a pod (not a template)
+/// is checked for here.
+fn validate_pod(obj: &Value, errors: &mut Vec<FieldError>) {
+    let spec = &obj["spec"];
+    if !spec.is_object() {
+        errors.push(FieldError::required("spec.containers", ""));
+        return;
+    }
+    validate_pod_spec(spec, "spec", errors);
+    let restart = &spec["restartPolicy"];
+    if !["Always", "OnFailure", "Never"].contains(&restart.as_str().unwrap_or("")) {
+        errors.push(FieldError::not_supported(
+            "spec.restartPolicy",
+            restart,
+            &["Always", "OnFailure", "Never"],
+        ));
+    }
+    let deadline = &spec["activeDeadlineSeconds"];
+    if !deadline.is_null() && deadline.as_i64().is_none_or(|d| d < 1) {
+        errors.push(FieldError::invalid(
+            "spec.activeDeadlineSeconds",
+            deadline,
+            "must be between 1 and 2147483647, inclusive",
+        ));
+    }
+    let grace = &spec["terminationGracePeriodSeconds"];
+    if !grace.is_null() && grace.as_i64().is_none_or(|g| g < 0) {
+        errors.push(FieldError::invalid(
+            "spec.terminationGracePeriodSeconds",
+            grace,
+            "must be greater than or equal to 0",
+        ));
+    }
+    for (i, c) in spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = format!("spec.containers[{i}]");
+        if let Some(command) = c.get("command")
+            && !command
+                .as_array()
+                .is_some_and(|a| a.iter().all(Value::is_string))
+        {
+            errors.push(FieldError::invalid(
+                &format!("{at}.command"),
+                command,
+                "must be a list of strings",
+            ));
+        }
+        // Extended resources (a domain that is not kubernetes.io): whole
+        // numbers, and a request equal to the limit.
+        let resources = &c["resources"];
+        for kind in ["requests", "limits"] {
+            for (name, q) in resources[kind].as_object().into_iter().flatten() {
+                let extended = name.contains('/') && !name.contains("kubernetes.io/");
+                let whole = q.as_u64().is_some()
+                    || q.as_str()
+                        .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+                if extended && !whole {
+                    errors.push(FieldError::invalid(
+                        &format!("{at}.resources.{kind}[{name}]"),
+                        q,
+                        "must be an integer",
+                    ));
+                }
+                if extended
+                    && kind == "requests"
+                    && !resources["limits"][name].is_null()
+                    && resources["limits"][name] != *q
+                {
+                    errors.push(FieldError::invalid(
+                        &format!("{at}.resources.requests"),
+                        q,
+                        &format!("must be equal to {name} limit"),
+                    ));
+                }
+            }
+        }
     }
 }
 

@@ -614,7 +614,14 @@ async fn from_record(
         tracing::warn!("a push cache record does not match its digest; ignoring it");
         return Ok(None);
     }
-    let tags = put_tags(remote, &manifest, &record.manifest_digest, tags).await?;
+    let tags = put_tags(
+        remote,
+        &manifest,
+        upload::MANIFEST_MEDIA_TYPE,
+        &record.manifest_digest,
+        tags,
+    )
+    .await?;
     remember(remote, cache, record);
     Ok(Some(Pushed {
         digest: record.manifest_digest.clone(),
@@ -663,14 +670,15 @@ pub async fn tag(
     progress: &(dyn Fn(PushEvent) + Send + Sync),
 ) -> Result<Vec<String>, PushError> {
     let remote = Remote::new(registry, target.clone(), options, progress);
-    let manifest = remote.get_manifest(digest).await?;
-    put_tags(&remote, &manifest, digest, tags).await
+    let (manifest, media_type) = remote.get_manifest(digest).await?;
+    put_tags(&remote, &manifest, &media_type, digest, tags).await
 }
 
 /// Make every tag point at the manifest: `PUT` only where it points elsewhere.
 async fn put_tags(
     remote: &Remote<'_>,
     manifest: &Bytes,
+    media_type: &str,
     digest: &str,
     tags: &[String],
 ) -> Result<Vec<String>, PushError> {
@@ -679,7 +687,9 @@ async fn put_tags(
     });
     if tags.is_empty() {
         if remote.manifest_digest(digest).await?.as_deref() != Some(digest) {
-            remote.put_manifest(digest, manifest, digest).await?;
+            remote
+                .put_manifest(digest, manifest, media_type, digest)
+                .await?;
         }
         return Ok(Vec::new());
     }
@@ -688,7 +698,9 @@ async fn put_tags(
         let current = remote.manifest_digest(tag).await?;
         let changed = current.as_deref() != Some(digest);
         if changed {
-            remote.put_manifest(tag, manifest, digest).await?;
+            remote
+                .put_manifest(tag, manifest, media_type, digest)
+                .await?;
         }
         tracing::debug!(tag = %tag, changed, "tagged");
         (remote.progress)(PushEvent::Tagged {
@@ -1005,7 +1017,14 @@ async fn read_and_push(
 
     let manifest = manifest_bytes(compression, &config_blob, &layer_blobs);
     let digest = compress::sha256_digest(&manifest);
-    let tags = put_tags(remote, &manifest, &digest, tags).await?;
+    let tags = put_tags(
+        remote,
+        &manifest,
+        upload::MANIFEST_MEDIA_TYPE,
+        &digest,
+        tags,
+    )
+    .await?;
 
     let record = ImageRecord {
         manifest: String::from_utf8_lossy(&manifest).into_owned(),

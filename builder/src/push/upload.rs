@@ -33,6 +33,9 @@ use crate::registry::{ImageRef, RegistryClient, RegistryError};
 
 /// The OCI image manifest media type.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Docker's image manifest (schema 2), which `docker push` and BuildKit
+/// without `oci-mediatypes` write.
+pub const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest `Retry-After` honoured.
@@ -417,19 +420,26 @@ impl<'a> Remote<'a> {
         .await
     }
 
-    /// The manifest stored under `digest`, its bytes checked against it.
-    pub async fn get_manifest(&self, digest: &str) -> Result<Bytes, PushError> {
+    /// The manifest stored under `digest`, its bytes checked against it,
+    /// and its media type (an OCI or a Docker image manifest: a tag must be
+    /// put with the type the manifest was pushed with).
+    pub async fn get_manifest(&self, digest: &str) -> Result<(Bytes, String), PushError> {
         let url = format!("{}/manifests/{digest}", self.base);
         self.retry(&format!("reading the manifest {digest}"), || async {
             let response = self
                 .send(&|auth| {
-                    self.request(reqwest::Method::GET, &url, auth)
-                        .header(reqwest::header::ACCEPT, MANIFEST_MEDIA_TYPE)
+                    self.request(reqwest::Method::GET, &url, auth).header(
+                        reqwest::header::ACCEPT,
+                        format!("{MANIFEST_MEDIA_TYPE}, {DOCKER_MANIFEST_MEDIA_TYPE}"),
+                    )
                 })
                 .await?;
             if response.status() != StatusCode::OK {
                 return Err(self.unexpected(&url, response).await);
             }
+            let media_type = header(&response, "content-type")
+                .map(|t| t.split(';').next().unwrap_or_default().trim().to_string())
+                .filter(|t| t == MANIFEST_MEDIA_TYPE || t == DOCKER_MANIFEST_MEDIA_TYPE);
             let bytes = response.bytes().await.map_err(|e| Failure {
                 error: PushError::Unreachable {
                     url: url.clone(),
@@ -446,16 +456,27 @@ impl<'a> Remote<'a> {
                     got,
                 }));
             }
-            Ok(bytes)
+            // Without a usable Content-Type, the manifest's own `mediaType`
+            // (OCI's is optional and means OCI).
+            let media_type = media_type.unwrap_or_else(|| {
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|m| m["mediaType"].as_str().map(str::to_string))
+                    .filter(|t| t == DOCKER_MANIFEST_MEDIA_TYPE)
+                    .unwrap_or_else(|| MANIFEST_MEDIA_TYPE.to_string())
+            });
+            Ok((bytes, media_type))
         })
         .await
     }
 
-    /// `PUT` the manifest under `reference`; the registry's digest must be `digest`.
+    /// `PUT` the manifest under `reference` as `media_type`; the registry's
+    /// digest must be `digest`.
     pub async fn put_manifest(
         &self,
         reference: &str,
         manifest: &Bytes,
+        media_type: &str,
         digest: &str,
     ) -> Result<(), PushError> {
         let url = format!("{}/manifests/{reference}", self.base);
@@ -463,7 +484,7 @@ impl<'a> Remote<'a> {
             let response = self
                 .send(&|auth| {
                     self.request(reqwest::Method::PUT, &url, auth)
-                        .header(CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
+                        .header(CONTENT_TYPE, media_type)
                         .body(manifest.clone())
                 })
                 .await?;

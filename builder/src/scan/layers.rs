@@ -16,6 +16,9 @@
 //! the image that was inspected. Merging the layers and parsing the files
 //! is the core's pure work ([`inventory::Merger`], [`inventory::collect`]).
 //!
+//! The registry source ([`super::remote`]) feeds its blobs, decompressed,
+//! through the same tar reader and merge.
+//!
 //! This module only reads: one inspect, one export or the engine's folders;
 //! it never changes the engine or writes any file.
 
@@ -40,14 +43,15 @@ use crate::push::{LayerSource, locate};
 /// A file the inventory reads may be at most this big (a dpkg status of a
 /// large image is a few MB).
 pub const MAX_FILE: u64 = 64 << 20;
-/// JSON kept from the export archive (the config, OCI index and manifests).
-const MAX_JSON: u64 = 16 << 20;
+/// JSON kept from the export archive (the config, OCI index and manifests),
+/// and the most a manifest or config read from a registry may be.
+pub(super) const MAX_JSON: u64 = 16 << 20;
 /// A file that is not wanted itself but may be the target of a hard link
 /// that is (pip and conda metadata linked from a package cache) is kept
 /// while its layer is read when it is at most this big.
 const MAX_LINK_TARGET: u64 = 1 << 20;
 /// Read buffer per layer being read.
-const READ_BUFFER: usize = 256 << 10;
+pub(super) const READ_BUFFER: usize = 256 << 10;
 
 /// What [`inventory`] found, and how.
 #[derive(Debug, Clone)]
@@ -59,12 +63,14 @@ pub struct Inventoried {
     pub layers: usize,
     /// Uncompressed layer bytes read (each distinct layer once).
     pub bytes_read: u64,
-    /// `"layer store"` or `"export"`.
+    /// [`SOURCE_LAYER_STORE`], [`SOURCE_EXPORT`] or [`SOURCE_REGISTRY`].
     pub source_used: &'static str,
 }
 
 pub const SOURCE_LAYER_STORE: &str = "layer store";
 pub const SOURCE_EXPORT: &str = "export";
+/// The layers were streamed from a registry ([`super::remote`]).
+pub const SOURCE_REGISTRY: &str = "registry";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayersError {
@@ -118,6 +124,83 @@ pub enum LayersError {
     Archive { image: String, message: String },
     #[error("{image}: the layer reader stopped unexpectedly: {message}")]
     Internal { image: String, message: String },
+    #[error(
+        "{image}: an image is read from the registry by its manifest digest (sha256:<64 hex digits>), not by {reference:?}"
+    )]
+    NotADigest { image: String, reference: String },
+    #[error("cannot read {image} from the registry")]
+    Registry {
+        image: String,
+        #[source]
+        source: crate::registry::RegistryError,
+    },
+    #[error(
+        "{image}: the registry has no {what} (GET {url} answered 404): was the image pushed to this repository, and is the digest right?"
+    )]
+    NotInRegistry {
+        image: String,
+        what: String,
+        url: String,
+    },
+    #[error(
+        "{image}: GET {url} ({what}) answered {status}{}",
+        detail_text(message)
+    )]
+    Http {
+        image: String,
+        what: String,
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error(
+        "{image} is a multi-platform index ({media_type}), not one image: scan the digest of one platform's manifest"
+    )]
+    Index { image: String, media_type: String },
+    #[error("{image}: not an image manifest labforge can read: {message}")]
+    Manifest { image: String, message: String },
+    #[error(
+        "{image}: layer {layer} has the media type {media_type:?}; the inventory reads only tar layers, plain, gzip or zstd"
+    )]
+    MediaType {
+        image: String,
+        layer: String,
+        media_type: String,
+    },
+    #[error(
+        "{image}: {what} from the registry hashes to {got}, not to {expected}; the registry's copy is damaged (or something on the way changed it): push the image again"
+    )]
+    RegistryDigest {
+        image: String,
+        what: String,
+        expected: String,
+        got: String,
+    },
+    #[error(
+        "{image}: layer {layer} decompresses to {got}, not to its diff_id {expected} in the image config; the image is inconsistent: build and push it again"
+    )]
+    DiffId {
+        image: String,
+        layer: String,
+        expected: String,
+        got: String,
+    },
+    #[error("{image}: layer {layer}: reading {url} failed: {message}")]
+    LayerStream {
+        image: String,
+        layer: String,
+        url: String,
+        message: String,
+    },
+}
+
+/// `: message`, or nothing for an empty one.
+fn detail_text(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
 }
 
 /// The package inventory of the engine image `image` (a reference or ID),
@@ -155,21 +238,9 @@ async fn inventory_inner(
             }
         },
     };
-    let Stack {
-        layers,
-        bytes_read,
-        source_used,
-    } = read;
-    let span = tracing::Span::current();
-    let collected = tokio::task::spawn_blocking(move || {
-        let _enter = span.enter();
-        inventory::collect(&merge(layers))
-    })
-    .await
-    .map_err(|e| LayersError::Internal {
-        image: image.to_string(),
-        message: e.to_string(),
-    })?;
+    let bytes_read = read.bytes_read;
+    let source_used = read.source_used;
+    let collected = collect(read, image).await?;
     tracing::info!(
         image.id = %image_id,
         layers = diff_ids.len(),
@@ -190,10 +261,25 @@ async fn inventory_inner(
 
 /// Every layer of an image, in image order, and how it was read.
 #[derive(Debug)]
-struct Stack {
+pub(super) struct Stack {
     layers: Vec<Part>,
-    bytes_read: u64,
-    source_used: &'static str,
+    pub(super) bytes_read: u64,
+    pub(super) source_used: &'static str,
+}
+
+/// Merge the layers of `stack` and parse the surviving metadata files (on
+/// a blocking thread: the parsers are CPU work).
+pub(super) async fn collect(stack: Stack, image: &str) -> Result<Collected, LayersError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _enter = span.enter();
+        inventory::collect(&merge(stack.layers))
+    })
+    .await
+    .map_err(|e| LayersError::Internal {
+        image: image.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// The image ID and its layers' diff_ids.
@@ -316,8 +402,9 @@ fn read_store(local: &LocalImage, image: &str) -> Result<Stack, LayersError> {
     in_order(&diff_ids, reads, image, SOURCE_LAYER_STORE)
 }
 
-/// Arrange the layers read (keyed by diff_id or archive path) in image order.
-fn in_order(
+/// Arrange the layers read (keyed by diff_id, archive path or blob digest)
+/// in image order.
+pub(super) fn in_order(
     order: &[String],
     mut reads: HashMap<String, LayerRead>,
     image: &str,
@@ -532,7 +619,7 @@ fn read_json(entry: &mut dyn io::Read, size: u64, path: &str) -> Result<Vec<u8>,
 
 /// What one layer contributes to the inventory.
 #[derive(Debug, Clone, Default)]
-struct Part {
+pub(super) struct Part {
     layer: Layer,
     /// Hashes ([`path_hash`]) of the paths where this layer puts something
     /// other than a folder or a wanted file: such an entry hides what lower
@@ -544,12 +631,12 @@ struct Part {
 
 /// What one layer tar yields.
 #[derive(Debug)]
-struct LayerRead {
+pub(super) struct LayerRead {
     part: Part,
     /// Uncompressed tar bytes.
-    bytes: u64,
+    pub(super) bytes: u64,
     /// `sha256:…` of the uncompressed tar (its diff_id when it is intact).
-    digest: String,
+    pub(super) digest: String,
 }
 
 fn path_hash(path: &str) -> u64 {
@@ -594,7 +681,7 @@ fn merge(parts: Vec<Part>) -> BTreeMap<String, Vec<u8>> {
     merger.finish()
 }
 
-fn check_digest(
+pub(super) fn check_digest(
     read: LayerRead,
     image: &str,
     layer: &str,
@@ -612,7 +699,7 @@ fn check_digest(
     }
 }
 
-fn digest_string(hash: &[u8]) -> String {
+pub(super) fn digest_string(hash: &[u8]) -> String {
     let mut s = String::with_capacity(7 + 64);
     s.push_str("sha256:");
     for b in hash {
@@ -622,10 +709,30 @@ fn digest_string(hash: &[u8]) -> String {
 }
 
 /// Counts and hashes what passes through.
-struct Hashing<R> {
+pub(super) struct Hashing<R> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
+}
+
+impl<R> Hashing<R> {
+    pub(super) fn new(inner: R) -> Hashing<R> {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes read so far.
+    pub(super) fn byte_count(&self) -> u64 {
+        self.bytes
+    }
+
+    /// `sha256:…` of what was read.
+    pub(super) fn digest(self) -> String {
+        digest_string(&self.hasher.finalize())
+    }
 }
 
 impl<R: io::Read> io::Read for Hashing<R> {
@@ -637,8 +744,9 @@ impl<R: io::Read> io::Read for Hashing<R> {
     }
 }
 
-/// Walk one layer tar (plain, gzip or zstd), keeping only what the
-/// inventory needs; the whole stream is read (and hashed) to its end.
+/// Walk one layer tar (plain, gzip or zstd: told apart by their first
+/// bytes), keeping only what the inventory needs; the whole stream is read
+/// (and hashed, uncompressed) to its end.
 fn read_layer(input: impl io::Read, image: &str, layer: &str) -> Result<LayerRead, LayersError> {
     let layer_error = |message: String| LayersError::Layer {
         image: image.to_string(),
@@ -660,6 +768,21 @@ fn read_layer(input: impl io::Read, image: &str, layer: &str) -> Result<LayerRea
         )
     } else {
         Box::new(input)
+    };
+    read_tar(tar, image, layer)
+}
+
+/// Walk one uncompressed layer tar, keeping only what the inventory needs;
+/// the whole stream is read (and hashed) to its end.
+pub(super) fn read_tar(
+    tar: impl io::Read,
+    image: &str,
+    layer: &str,
+) -> Result<LayerRead, LayersError> {
+    let layer_error = |message: String| LayersError::Layer {
+        image: image.to_string(),
+        layer: layer.to_string(),
+        message,
     };
     let hashing = BufReader::with_capacity(
         READ_BUFFER,

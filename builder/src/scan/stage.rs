@@ -3,6 +3,11 @@
 //! in the registry. Used by `labforge build` between the push of the
 //! content tag and the moving tags.
 //!
+//! The image is read either from the local Docker Engine (an image built
+//! there) or from the registry by its digest (an image built elsewhere, by
+//! a BuildKit Job in a cluster): [`Source`] says which, for the inventory
+//! and for Trivy alike. Both give the same inventory for the same image.
+//!
 //! Fail closed: a scanner that errors, crashes or times out gives no
 //! findings and a failed run, and the policy then fails the image. This
 //! module never moves tags itself; the caller does, only on a pass.
@@ -20,10 +25,12 @@ use labforge_core::scan::{Finding, Inventory};
 use super::layers;
 use super::osvdb;
 use super::referrers::{self, Referrers};
-use super::trivy::Trivy;
+use super::remote;
+use super::trivy::{RemoteImage, Trivy, TrivyImage};
 use crate::config::ScanConfig;
 use crate::engine::Engine;
 use crate::push::LayerSource;
+use crate::registry::{ImageRef, RegistryClient};
 
 /// How long a scanner may run unless the configuration says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -42,6 +49,14 @@ pub enum StageError {
     OsvDb(#[from] osvdb::OsvDbError),
     #[error("cannot read the layers of {image}: {message}")]
     Inventory { image: String, message: String },
+    #[error(
+        "{image}: asked to scan {source_image} for {target}; the SBOM and report would describe another image"
+    )]
+    SourceMismatch {
+        image: String,
+        source_image: String,
+        target: String,
+    },
     #[error("loading the OSV database stopped: {0}")]
     OsvLoad(String),
     #[error("[scan] timeout must be at least 1 second")]
@@ -136,12 +151,13 @@ impl Scanners {
         self.osv.is_none() && self.trivy.is_none()
     }
 
-    /// Run every scanner on the engine image `image_id` whose inventory is
-    /// `inventory`. Never fails: a scanner that did not finish is a run
-    /// with an error, which the policy counts as a failure.
+    /// Run every scanner on `image` (Trivy reads it from the engine or the
+    /// registry) whose inventory is `inventory`. Never fails: a scanner
+    /// that did not finish is a run with an error, which the policy counts
+    /// as a failure.
     pub async fn run(
         &self,
-        image_id: &str,
+        image: TrivyImage<'_>,
         inventory: &Inventory,
     ) -> Vec<(ScannerRun, Vec<Finding>)> {
         let mut runs = Vec::new();
@@ -178,7 +194,7 @@ impl Scanners {
         if let Some(trivy) = &self.trivy {
             let started = Instant::now();
             let version = trivy.version().await.ok();
-            let (error, findings) = match trivy.scan(image_id).await {
+            let (error, findings) = match trivy.scan_image(image).await {
                 Ok(report) => (None, report.findings),
                 Err(e) => (Some(labforge_core::error_chain(&e)), Vec::new()),
             };
@@ -205,8 +221,6 @@ pub struct Target<'a> {
     pub repository: &'a str,
     /// The manifest digest the registry confirmed.
     pub digest: &'a str,
-    /// The engine image ID (what the layers are read from).
-    pub image_id: &'a str,
     pub tags: Vec<String>,
     pub policy: &'a Policy,
     /// RFC 3339, for the SBOM, the report and the artifacts' annotations.
@@ -230,24 +244,76 @@ pub struct Scanned {
     pub attach_error: Option<String>,
 }
 
-/// Inventory, SBOM, scanners and policy for one image; then both
-/// documents attached to it in the registry. An error means no verdict
-/// (the caller fails the image); an attach failure comes back with the
-/// verdict, in [`Scanned::attach_error`], so that it is recorded.
-pub async fn scan(
-    engine: &Engine,
+/// Where the scanned image is read from.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// An image in the local Docker Engine, by image ID (or reference): the
+    /// layers come from the engine's layer store or export
+    /// ([`LayerSource::Auto`]) and Trivy reads it with `--image-src docker`.
+    Engine {
+        engine: &'a Engine,
+        image_id: &'a str,
+    },
+    /// An image in a registry, by manifest digest: `image` must be the
+    /// target's repository at the target's digest, that is
+    /// `ImageRef::in_repository(target.repository, target.digest)`. The
+    /// layers are streamed from the registry and checked against their
+    /// digests ([`remote::inventory_from_registry`]) and Trivy reads it with
+    /// `--image-src remote`, reaching the registry as `client` does (plain
+    /// HTTP, login). No engine is needed.
+    Registry {
+        client: &'a RegistryClient,
+        image: &'a ImageRef,
+    },
+}
+
+/// Inventory, SBOM, scanners and policy for one image, read from `source`;
+/// then both documents attached to it (`target.repository` at
+/// `target.digest`) in the registry. An error means no verdict (the caller
+/// fails the image); an attach failure comes back with the verdict, in
+/// [`Scanned::attach_error`], so that it is recorded.
+///
+/// An image built by a cluster Job is scanned with
+/// ```ignore
+/// let image = ImageRef::in_repository(repository, digest);
+/// scan_from(Source::Registry { client: &registry, image: &image }, &scanners, &referrers, target, &progress).await
+/// ```
+pub async fn scan_from(
+    source: Source<'_>,
     scanners: &Scanners,
     referrers: &Referrers,
     target: Target<'_>,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Scanned, StageError> {
     let started = Instant::now();
-    let inventoried = layers::inventory(engine, target.image_id, LayerSource::Auto)
-        .await
-        .map_err(|e| StageError::Inventory {
-            image: target.image.to_string(),
-            message: labforge_core::error_chain(&e),
-        })?;
+    let inventory_error = |e: layers::LayersError| StageError::Inventory {
+        image: target.image.to_string(),
+        message: labforge_core::error_chain(&e),
+    };
+    let remote_image;
+    let (inventoried, trivy_image) = match source {
+        Source::Engine { engine, image_id } => (
+            layers::inventory(engine, image_id, LayerSource::Auto)
+                .await
+                .map_err(inventory_error)?,
+            TrivyImage::Engine(image_id),
+        ),
+        Source::Registry { client, image } => {
+            let repository = format!("{}/{}", image.registry, image.repository);
+            if repository != target.repository || image.reference != target.digest {
+                return Err(StageError::SourceMismatch {
+                    image: target.image.to_string(),
+                    source_image: format!("{repository}@{}", image.reference),
+                    target: format!("{}@{}", target.repository, target.digest),
+                });
+            }
+            let inventoried = remote::inventory_from_registry(client, image)
+                .await
+                .map_err(inventory_error)?;
+            remote_image = RemoteImage::new(client, image);
+            (inventoried, TrivyImage::Registry(&remote_image))
+        }
+    };
     let collected = inventoried.collected;
     progress(format!(
         "inventory: {} package(s) from {} layer(s) ({}) in {} ms",
@@ -269,7 +335,7 @@ pub async fn scan(
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
         },
     );
-    let runs = scanners.run(target.image_id, &collected.inventory).await;
+    let runs = scanners.run(trivy_image, &collected.inventory).await;
     for (run, _) in &runs {
         match &run.error {
             None => progress(format!(

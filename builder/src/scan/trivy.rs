@@ -1,4 +1,4 @@
-//! Runs the Trivy binary on an engine image and reads what it reports: its
+//! Runs the Trivy binary on an image and reads what it reports: its
 //! JSON vulnerability report, turned into the shared
 //! [`Finding`](labforge_core::scan::Finding)s, and its CycloneDX SBOM, kept
 //! as bytes for comparison with labforge's own inventory.
@@ -9,6 +9,14 @@
 //! is killed, so nothing Trivy started outlives the scan. Any way the run can
 //! go wrong (no binary, a non-zero exit, a signal, the limit, a report that
 //! is not one) is an error: the scan stage fails closed on all of them.
+//!
+//! The image is one in the Docker Engine (`--image-src docker`) or one in a
+//! registry, pinned by digest (`--image-src remote`, [`RemoteImage`]): then
+//! Trivy reaches the registry the way labforge's client does, over plain
+//! HTTP (`--insecure`) where the client uses it, and with the client's
+//! login, handed over in the child's environment (`TRIVY_USERNAME`,
+//! `TRIVY_PASSWORD`) and never on its command line, which any local user
+//! can read.
 //!
 //! This module only runs Trivy and reads its report file. It does not decide
 //! what a finding means (that is `labforge_core::scan::policy`), talks to
@@ -30,6 +38,8 @@ use rustix::process::{Pid, Signal};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+
+use crate::registry::{ImageRef, RegistryClient};
 
 /// How many of the last stderr lines an error keeps.
 pub const STDERR_TAIL_LINES: usize = 20;
@@ -75,6 +85,96 @@ impl Default for Trivy {
             skip_db_update: false,
             timeout: Duration::from_secs(15 * 60),
             docker_host: None,
+        }
+    }
+}
+
+/// An image in a registry as Trivy is to read it (`--image-src remote`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteImage {
+    /// `host[:port]/repository@sha256:…` (or `:tag` for a tag).
+    reference: String,
+    /// The registry is spoken to over plain HTTP: `--insecure`.
+    insecure: bool,
+    /// Username and password, for `TRIVY_USERNAME` and `TRIVY_PASSWORD`.
+    login: Option<(String, String)>,
+}
+
+impl RemoteImage {
+    /// `image` (its reference a manifest digest, `sha256:…`) as `client`
+    /// reaches it: over plain HTTP when the client does (loopback and
+    /// configured insecure registries), with the client's login when it
+    /// was made with one.
+    pub fn new(client: &RegistryClient, image: &ImageRef) -> RemoteImage {
+        let separator = if image.reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        RemoteImage {
+            reference: format!(
+                "{}/{}{separator}{}",
+                image.registry, image.repository, image.reference
+            ),
+            insecure: client.scheme_for(&image.registry) == "http",
+            login: client
+                .basic_login()
+                .map(|(user, password)| (user.to_string(), password.to_string())),
+        }
+    }
+
+    /// The reference Trivy is given: `host[:port]/repository@sha256:…`.
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    /// Whether Trivy is told `--insecure` (plain HTTP).
+    pub fn insecure(&self) -> bool {
+        self.insecure
+    }
+
+    /// Whether a login goes along in the environment.
+    pub fn has_login(&self) -> bool {
+        self.login.is_some()
+    }
+}
+
+impl std::fmt::Debug for RemoteImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteImage")
+            .field("reference", &self.reference)
+            .field("insecure", &self.insecure)
+            .field("username", &self.login.as_ref().map(|(user, _)| user))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where Trivy reads the image from.
+#[derive(Debug, Clone, Copy)]
+pub enum TrivyImage<'a> {
+    /// An image in the Docker Engine (a reference or ID): `--image-src docker`.
+    Engine(&'a str),
+    /// An image in a registry: `--image-src remote`.
+    Registry(&'a RemoteImage),
+}
+
+impl TrivyImage<'_> {
+    /// The image as Trivy is given it.
+    pub fn name(&self) -> &str {
+        match self {
+            TrivyImage::Engine(image) => image,
+            TrivyImage::Registry(remote) => &remote.reference,
+        }
+    }
+
+    /// The environment of the child: the registry login, if any.
+    fn env(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            TrivyImage::Registry(RemoteImage {
+                login: Some((user, password)),
+                ..
+            }) => vec![("TRIVY_USERNAME", user), ("TRIVY_PASSWORD", password)],
+            _ => Vec::new(),
         }
     }
 }
@@ -191,7 +291,7 @@ impl Trivy {
     /// `trivy --version`: the `X` of its first line, `Version: X`.
     pub async fn version(&self) -> Result<String, TrivyError> {
         let args: Vec<OsString> = vec!["--version".into()];
-        let run = self.run(&args, true).await?;
+        let run = self.run(&args, true, &[]).await?;
         run.check()?;
         let text = String::from_utf8_lossy(&run.stdout);
         let first = text.lines().next().unwrap_or("").trim();
@@ -211,9 +311,15 @@ impl Trivy {
     /// [--cache-dir …] [--db-repository …] [--skip-db-update …] --timeout Ns
     /// --output <temp file> -- <image>`, then [`parse_report`] on the file.
     pub async fn scan(&self, image: &str) -> Result<TrivyReport, TrivyError> {
+        self.scan_image(TrivyImage::Engine(image)).await
+    }
+
+    /// [`Self::scan`] of an image in the engine or in a registry
+    /// (`--image-src remote [--insecure]`, the login in the environment).
+    pub async fn scan_image(&self, image: TrivyImage<'_>) -> Result<TrivyReport, TrivyError> {
         let dir = TempDir::new()?;
         let output = dir.path().join("report.json");
-        let mut args = self.image_args("json");
+        let mut args = self.image_args("json", image);
         args.extend(["--scanners", "vuln"].map(OsString::from));
         if let Some(repo) = &self.db_repository {
             args.extend(["--db-repository".into(), repo.into()]);
@@ -224,13 +330,17 @@ impl Trivy {
         if self.skip_db_update {
             args.extend(["--skip-db-update", "--skip-java-db-update"].map(OsString::from));
         }
-        self.finish_args(&mut args, &output, image);
-        let run = self.run(&args, false).await?;
+        self.finish_args(&mut args, &output, image.name());
+        let run = self.run(&args, false, &image.env()).await?;
         run.check()?;
         let bytes = read_output(&output, &run.command).await?;
         parse_report(&bytes).map_err(|e| match e {
             TrivyError::BadReport { message } => TrivyError::BadReport {
-                message: format!("the report `{}` wrote on {image}: {message}", run.command),
+                message: format!(
+                    "the report `{}` wrote on {}: {message}",
+                    run.command,
+                    image.name()
+                ),
             },
             other => other,
         })
@@ -241,11 +351,17 @@ impl Trivy {
     /// [--cache-dir …] --timeout Ns --output <temp file> -- <image>`. The
     /// bytes as Trivy wrote them, once checked to be a CycloneDX document.
     pub async fn sbom(&self, image: &str) -> Result<Vec<u8>, TrivyError> {
+        self.sbom_image(TrivyImage::Engine(image)).await
+    }
+
+    /// [`Self::sbom`] of an image in the engine or in a registry
+    /// (`--image-src remote [--insecure]`, the login in the environment).
+    pub async fn sbom_image(&self, image: TrivyImage<'_>) -> Result<Vec<u8>, TrivyError> {
         let dir = TempDir::new()?;
         let output = dir.path().join("sbom.cdx.json");
-        let mut args = self.image_args("cyclonedx");
-        self.finish_args(&mut args, &output, image);
-        let run = self.run(&args, false).await?;
+        let mut args = self.image_args("cyclonedx", image);
+        self.finish_args(&mut args, &output, image.name());
+        let run = self.run(&args, false, &image.env()).await?;
         run.check()?;
         let bytes = read_output(&output, &run.command).await?;
         #[derive(Deserialize)]
@@ -269,19 +385,27 @@ impl Trivy {
         }
     }
 
-    /// `image --format F --quiet --image-src docker --skip-version-check [--cache-dir D]`
-    fn image_args(&self, format: &str) -> Vec<OsString> {
+    /// `image --format F --quiet --image-src docker|remote [--insecure]
+    /// --skip-version-check [--cache-dir D]`
+    fn image_args(&self, format: &str, image: TrivyImage<'_>) -> Vec<OsString> {
+        let source = match image {
+            TrivyImage::Engine(_) => "docker",
+            TrivyImage::Registry(_) => "remote",
+        };
         let mut args: Vec<OsString> = [
             "image",
             "--format",
             format,
             "--quiet",
             "--image-src",
-            "docker",
-            "--skip-version-check",
+            source,
         ]
         .map(OsString::from)
         .to_vec();
+        if matches!(image, TrivyImage::Registry(remote) if remote.insecure) {
+            args.push("--insecure".into());
+        }
+        args.push("--skip-version-check".into());
         if let Some(dir) = &self.cache_dir {
             args.extend(["--cache-dir".into(), dir.into()]);
         }
@@ -302,9 +426,14 @@ impl Trivy {
         ]);
     }
 
-    /// Run the binary with `args` in a process group of its own, within
-    /// `self.timeout`.
-    async fn run(&self, args: &[OsString], capture_stdout: bool) -> Result<Run, TrivyError> {
+    /// Run the binary with `args` (and `env` added to its environment) in a
+    /// process group of its own, within `self.timeout`.
+    async fn run(
+        &self,
+        args: &[OsString],
+        capture_stdout: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Run, TrivyError> {
         let command = command_line(&self.binary, args);
         let mut cmd = Command::new(&self.binary);
         cmd.args(args)
@@ -320,6 +449,7 @@ impl Trivy {
         if let Some(host) = &self.docker_host {
             cmd.env("DOCKER_HOST", host);
         }
+        cmd.envs(env.iter().copied());
         tracing::debug!(trivy.command = %command, "running trivy");
         let mut child = cmd.spawn().map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {

@@ -1,8 +1,9 @@
 //! The Kubernetes Job that builds one catalog image: one rootless BuildKit
 //! container that fetches the rendered build context from labforge over
-//! HTTP, builds it with `buildctl-daemonless.sh`, pushes the result by its
-//! content tag and prints BuildKit's metadata (the pushed digest) as one
-//! marked log line, which [`parse_metadata`] reads back.
+//! HTTP, builds it with `buildctl-daemonless.sh`, pushes the result by
+//! digest only (no tag: the caller tags it once its smoke tests pass, so an
+//! untested image never looks built) and prints BuildKit's metadata (the
+//! pushed digest) as one marked log line, which [`parse_metadata`] reads back.
 //!
 //! Pure: [`build_job`] returns the Job as JSON and times are passed in. This
 //! module must not talk to the API server, read a clock or touch files
@@ -11,7 +12,7 @@
 //!
 //! No catalog value is ever parsed by a shell: the container runs the
 //! constant [`SCRIPT`] with `sh -c`, and every value that comes from the
-//! catalog or the plan (build arguments, platform, target) is a separate
+//! catalog or the plan (build arguments, labels, platform, target) is a separate
 //! argument that the script hands to `buildctl` unchanged through `"$@"`.
 //!
 //! The context token reaches the pod as a plain environment value, not
@@ -106,10 +107,13 @@ pub struct BuildJob<'a> {
     pub image: &'a str,
     /// The 64-hex content identity.
     pub identity: &'a str,
-    /// `<registry>/<repo>:<content tag>`, the reference to push.
+    /// `<registry>/<repo>`, the repository pushed to (by digest).
     pub target: &'a str,
     /// Includes `BASE_IMAGE=repo@sha256:…`.
     pub build_args: &'a BTreeMap<String, String>,
+    /// Image labels (`org.opencontainers.image.*`, `labforge.input-hash`),
+    /// as the engine backend sets them.
+    pub labels: &'a BTreeMap<String, String>,
     /// E.g. `linux/amd64`.
     pub platform: &'a str,
     /// `http(s)` URL of the context tarball; holds no token.
@@ -181,32 +185,39 @@ pub struct Pushed {
 /// label of at most 63 characters. A long image name is shortened, never
 /// the identity, so two builds of one image never share a name.
 pub fn job_name(instance: &str, image: &str, identity: &str) -> String {
-    const MAX: usize = 63;
-    const MIDDLE: &str = "-build-";
     let id = dns_part(identity.get(..12).unwrap_or(identity));
+    object_name(instance, "build", image, &id)
+}
+
+/// `<instance>-<word>-<image>-<suffix>`, a DNS-1123 label of at most 63
+/// characters: the instance is shortened only if it alone leaves no room,
+/// then the image; `suffix` (already a DNS part) is kept whole, so that it
+/// keeps names apart. Empty parts are left out.
+pub(super) fn object_name(instance: &str, word: &str, image: &str, suffix: &str) -> String {
+    const MAX: usize = 63;
+    let middle = format!("-{word}-");
     let mut instance = dns_part(instance);
     if instance.is_empty() {
         instance = "labforge".into();
     }
-    // The instance is shortened only if it alone leaves no room.
-    let fixed = MIDDLE.len() + id.len();
+    let fixed = middle.len() + suffix.len();
     if instance.len() + fixed > MAX {
         instance = shorten(&instance, MAX.saturating_sub(fixed));
     }
     let room = MAX.saturating_sub(instance.len() + fixed + 1);
     let image = shorten(&dns_part(image), room);
-    let name = match (image.is_empty(), id.is_empty()) {
-        (true, true) => format!("{instance}-build"),
-        (true, false) => format!("{instance}{MIDDLE}{id}"),
-        (false, true) => format!("{instance}{MIDDLE}{image}"),
-        (false, false) => format!("{instance}{MIDDLE}{image}-{id}"),
+    let name = match (image.is_empty(), suffix.is_empty()) {
+        (true, true) => format!("{instance}-{word}"),
+        (true, false) => format!("{instance}{middle}{suffix}"),
+        (false, true) => format!("{instance}{middle}{image}"),
+        (false, false) => format!("{instance}{middle}{image}-{suffix}"),
     };
     shorten(&name, MAX)
 }
 
 /// Lowercase, every character outside `[a-z0-9-]` replaced by `-`, no `-`
 /// at either end.
-fn dns_part(s: &str) -> String {
+pub(super) fn dns_part(s: &str) -> String {
     let mapped: String = s
         .chars()
         .map(|c| {
@@ -229,7 +240,7 @@ fn shorten(s: &str, max: usize) -> String {
 
 /// A valid label value: at most 63 of `[A-Za-z0-9-_.]`, alphanumeric at
 /// both ends (others replaced by `-` and trimmed).
-fn label_value(s: &str) -> String {
+pub(super) fn label_value(s: &str) -> String {
     let mapped: String = s
         .chars()
         .map(|c| {
@@ -261,17 +272,22 @@ fn labels(job: &BuildJob) -> Value {
 /// The `buildctl build` flags after the script's own: plain progress (so
 /// every line a build step prints is prefixed with `#<step>`, and cannot
 /// pass for the metadata line), one `--opt build-arg:K=V` per build
-/// argument, the platform, the push output and the metadata file.
+/// argument, one `--opt label:K=V` per label, the platform, the push
+/// output (by digest) and the metadata file.
 pub fn buildctl_args(job: &BuildJob) -> Vec<String> {
     let mut args = vec!["--progress=plain".to_string()];
     for (k, v) in job.build_args {
         args.push("--opt".into());
         args.push(format!("build-arg:{k}={v}"));
     }
+    for (k, v) in job.labels {
+        args.push("--opt".into());
+        args.push(format!("label:{k}={v}"));
+    }
     args.push("--opt".into());
     args.push(format!("platform={}", job.platform));
     let mut output = format!(
-        "type=image,{},push=true",
+        "type=image,{},push=true,push-by-digest=true",
         csv_field(&format!("name={}", job.target))
     );
     if job.settings.insecure_registry {
@@ -498,6 +514,16 @@ mod tests {
         ])
     }
 
+    static LABELS: std::sync::LazyLock<BTreeMap<String, String>> = std::sync::LazyLock::new(|| {
+        BTreeMap::from([
+            (
+                "org.opencontainers.image.description".to_string(),
+                "CUDA & PyTorch, with $HOME".to_string(),
+            ),
+            ("labforge.input-hash".to_string(), IDENTITY.to_string()),
+        ])
+    });
+
     fn job<'a>(
         build_args: &'a BTreeMap<String, String>,
         settings: &'a BuildJobSettings,
@@ -506,8 +532,9 @@ mod tests {
             instance: "labforge",
             image: "notebook-cuda",
             identity: IDENTITY,
-            target: "registry.example.edu/labforge/notebook-cuda:cuda12-0123456789ab",
+            target: "registry.example.edu/labforge/notebook-cuda",
             build_args,
+            labels: &LABELS,
             platform: "linux/amd64",
             context_url: "http://labforge-hub.labforge.svc:7520/contexts/5d41402abc4b2a76",
             context_token: TOKEN,
@@ -785,7 +812,7 @@ mod tests {
         };
         let a = args();
         let mut j = job(&a, &s);
-        j.target = "registry.example.edu/x:t";
+        j.target = "registry.example.edu/x";
         assert_eq!(
             buildctl_args(&j),
             vec![
@@ -795,9 +822,13 @@ mod tests {
                 "--opt".into(),
                 "build-arg:PYTHON_VERSION=3.12".into(),
                 "--opt".into(),
+                format!("label:labforge.input-hash={IDENTITY}"),
+                "--opt".into(),
+                "label:org.opencontainers.image.description=CUDA & PyTorch, with $HOME".into(),
+                "--opt".into(),
                 "platform=linux/amd64".into(),
                 "--output".into(),
-                "type=image,name=registry.example.edu/x:t,push=true,registry.insecure=true".into(),
+                "type=image,name=registry.example.edu/x,push=true,push-by-digest=true,registry.insecure=true".into(),
                 "--metadata-file".into(),
                 "/labforge/metadata.json".into(),
             ]
@@ -807,7 +838,7 @@ mod tests {
         let args = buildctl_args(&j);
         assert!(
             args.contains(
-                &"type=image,\"name=r/x:t,push=false,\"\"a\",push=true,registry.insecure=true"
+                &"type=image,\"name=r/x:t,push=false,\"\"a\",push=true,push-by-digest=true,registry.insecure=true"
                     .to_string()
             ),
             "{args:?}"

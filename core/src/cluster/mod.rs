@@ -9,6 +9,8 @@
 //!   GPU nodes), by digest; and how far each has rolled out.
 //! - [`job`]: the Job of one image build in a rootless BuildKit pod that
 //!   fetches its context with a one-time token and pushes by content tag.
+//! - [`testpod`]: the Pod of one smoke test, from the pushed image by
+//!   digest, the catalog's command as one `sh -c` argument.
 //! - [`plan`]: desired objects against the listed ones → create, update
 //!   (with the fields that differ), unchanged, delete.
 //!
@@ -23,6 +25,7 @@ pub mod job;
 pub mod plan;
 pub mod prepull;
 pub mod profiles;
+pub mod testpod;
 #[cfg(test)]
 mod tests;
 
@@ -40,7 +43,7 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const PART_OF: &str = "app.kubernetes.io/part-of";
 /// Which labforge installation owns an object (several may share a namespace).
 pub const INSTANCE: &str = "labforge.io/instance";
-/// `profiles`, `prepull` or `build`.
+/// `profiles`, `prepull`, `build` or `smoke-test`.
 pub const COMPONENT: &str = "labforge.io/component";
 /// sha256 of the body labforge applied last, without this annotation.
 pub const APPLIED_HASH: &str = "labforge.io/applied-hash";
