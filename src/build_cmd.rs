@@ -101,7 +101,9 @@ fn backend(args: &BuildArgs, config: &Config, jobs: usize) -> Result<Backend> {
                     .listen
                     .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 7520))),
                 context_url,
-                token_ttl: Duration::from_secs(b.token_ttl_seconds.unwrap_or(600).max(30)),
+                token_ttl: Duration::from_secs(
+                    b.token_ttl_seconds.unwrap_or(600).clamp(30, 86_400),
+                ),
                 job: b.job.clone(),
                 tests: b.tests.clone(),
             })))

@@ -410,6 +410,7 @@ fn manifests_are_namespace_agnostic_and_use_the_planned_names() {
         ("PersistentVolumeClaim", "labforge-state"),
         ("Deployment", "labforge-hub"),
         ("Service", "labforge-hub"),
+        ("NetworkPolicy", "labforge-smoke-tests"),
         ("ConfigMap", "labforge-registry-config"),
         ("PersistentVolumeClaim", "labforge-registry"),
         ("Deployment", "labforge-registry"),
@@ -1349,4 +1350,45 @@ fn the_jupyterhub_values_point_at_the_hub_service() {
         values["prePuller"].is_null(),
         "z2jh's pullers stay as the operator set them (the note only explains)"
     );
+}
+
+#[test]
+fn smoke_test_pods_get_no_network() {
+    let policy = object("NetworkPolicy", "labforge-smoke-tests");
+    // It selects every pod labforge makes for a smoke test...
+    let settings = labforge_core::cluster::testpod::TestPodSettings::default();
+    let pod = labforge_core::cluster::testpod::test_pod(
+        &labforge_core::cluster::testpod::TestPod {
+            instance: "labforge",
+            image: "notebook",
+            identity: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            test: "imports",
+            reference: "registry.example.edu/labforge/notebook@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            run: "python -c 'import numpy'",
+            timeout_seconds: 60,
+            gpu: false,
+            settings: &settings,
+        },
+    );
+    let selector = policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(&pod["metadata"]["labels"][k], v, "{k}");
+    }
+    // ...and no build Job's pod (which must fetch its context and push).
+    assert_ne!(
+        selector.get("labforge.io/component"),
+        Some(&json!("build")),
+        "{policy:#}"
+    );
+    // No rule at all in either direction: nothing in, nothing out.
+    let types: Vec<&str> = array_of(&policy["spec"]["policyTypes"], "policyTypes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(types, vec!["Ingress", "Egress"]);
+    assert!(policy["spec"].get("ingress").is_none(), "{policy:#}");
+    assert!(policy["spec"].get("egress").is_none(), "{policy:#}");
 }

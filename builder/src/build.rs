@@ -384,6 +384,8 @@ struct KubeRunner {
     /// `<state>/contexts/<run>/`: one context tarball per build in flight.
     contexts: PathBuf,
     platform: String,
+    /// Run `gpu: true` tests (on the GPU nodes).
+    gpu_tests: bool,
 }
 
 /// What a build produced, and where its tests run: an image in the
@@ -636,6 +638,7 @@ pub async fn build(
                     contexts,
                     // The platform the identities were computed for.
                     platform: catalog.settings.platform.clone(),
+                    gpu_tests: k.tests.gpu,
                 }))
             }
         };
@@ -765,7 +768,13 @@ async fn schedule(
     digests: &mut HashMap<usize, String>,
     store: &StateStore,
 ) -> Result<(), BuildError> {
-    let limit = shared.settings.jobs.max(1);
+    // Images in flight: each holds at most one Job or test Pod at a time
+    // in the cluster, so there the cluster's concurrency is the limit.
+    let limit = match &shared.settings.backend {
+        Backend::Kubernetes(k) => k.concurrency,
+        Backend::Engine => shared.settings.jobs,
+    }
+    .max(1);
     let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
     // A record that cannot be written does not stop builds in flight: the
     // first such error is returned once everything has finished.
@@ -1110,9 +1119,17 @@ async fn build_one(shared: &Shared, job: Job, parent_ref: Option<String>) -> Out
     stage("test");
     let t = Instant::now();
     let mut tests: Vec<(String, String, Duration, bool, Option<String>)> = Vec::new();
+    // Where GPU tests can run: the engine's GPUs (`build.gpu`), or the
+    // cluster's GPU nodes (`[kubernetes.build.tests] gpu`).
+    let no_gpu = match &shared.runner {
+        Runner::Engine { .. } => (!shared.settings.gpu)
+            .then_some("needs a GPU; this host has none configured (build.gpu = false)"),
+        Runner::Kube(k) => (!k.gpu_tests)
+            .then_some("needs a GPU; GPU tests are off ([kubernetes.build.tests] gpu = false)"),
+    };
     for test in &job.tests {
-        let skip = if test.gpu && !shared.settings.gpu {
-            Some("needs a GPU; this host has none configured (build.gpu = false)".to_string())
+        let skip = if let Some(why) = no_gpu.filter(|_| test.gpu) {
+            Some(why.to_string())
         } else if test.real_base && job.stand_in {
             Some("checks the real base, and this build maps it to a stand-in".to_string())
         } else if test.vscode && !shared.vscode {
@@ -1512,12 +1529,17 @@ async fn kube_build<'a>(
     stage("build");
     let t = Instant::now();
     let tar = k.contexts.join(format!("{}.tar", job.name));
-    let written = crate::engine::context_tar(&job.dockerfile, &job.context)
-        .map_err(|e| labforge_core::error_chain(&e))
-        .and_then(|bytes| {
-            std::fs::write(&tar, bytes)
-                .map_err(|e| format!("cannot write the context {}: {e}", tar.display()))
-        });
+    let (dockerfile, context, path) = (job.dockerfile.clone(), job.context.clone(), tar.clone());
+    let written = tokio::task::spawn_blocking(move || {
+        crate::engine::context_tar(&dockerfile, &context)
+            .map_err(|e| labforge_core::error_chain(&e))
+            .and_then(|bytes| {
+                std::fs::write(&path, bytes)
+                    .map_err(|e| format!("cannot write the context {}: {e}", path.display()))
+            })
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the context writer stopped: {e}")));
     if let Err(message) = written {
         fail(outcome, "build", message, Vec::new());
         return None;
@@ -1539,7 +1561,7 @@ async fn kube_build<'a>(
     };
     let pushed = k.builder.build(&request, |l| line(l)).await;
     // Gone already when the Job fetched it; not when it never did.
-    let _ = std::fs::remove_file(&tar);
+    let _ = tokio::fs::remove_file(&tar).await;
     outcome.stages.insert("build".into(), millis(t.elapsed()));
     let pushed = match pushed {
         Ok(p) => p,

@@ -60,6 +60,14 @@ pub enum KubeBuildError {
     },
     #[error("{image}: the build Job {job} vanished before it ended (deleted by someone else?)")]
     Vanished { image: String, job: String },
+    #[error(
+        "{image}: another labforge run is building this image now (the build Job {job} is running and its context token still works); wait for that run, or, if it was killed, delete the Job (`kubectl delete job {job}`) and build again"
+    )]
+    Busy { image: String, job: String },
+    #[error(
+        "{image}: the leftover build Job {job} was deleted but is still there (held by a finalizer?); remove it by hand and build again"
+    )]
+    Leftover { image: String, job: String },
 }
 
 pub(crate) fn tail_text(tail: &[String]) -> String {
@@ -147,20 +155,35 @@ impl KubeBuilder {
             settings: &self.settings,
         });
         let name = job::job_name(&self.instance, request.image, request.identity);
-        // A Job of the same name is left from an interrupted run of the
-        // same build: it has no future (its token is gone).
-        if self
-            .cluster
-            .job(&name)
-            .await
-            .map_err(cluster_error)?
-            .is_some()
-        {
+        // A Job of the same name is from another run of the same build:
+        // a live one (its context token still works, and it has not
+        // ended) belongs to a run going on now, and is left alone; any
+        // other is left from an interrupted run and has no future.
+        if let Some(existing) = self.cluster.job(&name).await.map_err(cluster_error)? {
+            let expires = existing
+                .pointer(&format!(
+                    "/metadata/annotations/{}",
+                    job::EXPIRES_ANNOTATION.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<i64>().ok())
+                .unwrap_or(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let ended = condition(&existing, "Complete").is_some() || failure(&existing).is_some();
+            if expires > now && !ended {
+                return Err(KubeBuildError::Busy {
+                    image: image.clone(),
+                    job: name,
+                });
+            }
             tracing::warn!(image = %image, k8s.job = %name, "deleting a leftover build Job");
             self.cluster
                 .delete_job(&name)
                 .await
                 .map_err(cluster_error)?;
+            let until = tokio::time::Instant::now() + self.token_ttl;
             while self
                 .cluster
                 .job(&name)
@@ -168,6 +191,12 @@ impl KubeBuilder {
                 .map_err(cluster_error)?
                 .is_some()
             {
+                if tokio::time::Instant::now() >= until {
+                    return Err(KubeBuildError::Leftover {
+                        image: image.clone(),
+                        job: name,
+                    });
+                }
                 tokio::time::sleep(self.poll).await;
             }
         }
@@ -176,7 +205,9 @@ impl KubeBuilder {
             Err(e) => {
                 // A create that landed before its answer was lost (and was
                 // retried) leaves a Job with a live token: take it down.
-                let _ = self.cluster.delete_job(&name).await;
+                if let Err(d) = self.cluster.delete_job(&name).await {
+                    tracing::warn!(image = %image, k8s.job = %name, error = %d, "cannot delete a build Job whose creation failed; its deadline ends it");
+                }
                 return Err(cluster_error(e));
             }
         };

@@ -48,11 +48,26 @@ const TAIL: usize = 40;
 /// changing something (the image, its registry's login, the pod's
 /// configuration): the test fails at once.
 const FATAL_WAITING: &[&str] = &[
-    "ErrImagePull",
-    "ImagePullBackOff",
     "ErrImageNeverPull",
     "InvalidImageName",
     "CreateContainerConfigError",
+];
+
+/// Pull failures the kubelet retries: fatal only when the registry said
+/// the image or the login is wrong ([`PERMANENT_PULL`]); a timeout or a
+/// 5xx right after the push is waited out until `start_seconds`.
+const PULL_WAITING: &[&str] = &["ErrImagePull", "ImagePullBackOff"];
+
+/// What a registry says when a pull can never work.
+const PERMANENT_PULL: &[&str] = &[
+    "not found",
+    "manifest unknown",
+    "unauthorized",
+    "denied",
+    "forbidden",
+    "401",
+    "403",
+    "404",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -261,7 +276,9 @@ impl KubeTester {
             Err(e) => {
                 // A create that landed before its answer was lost (and was
                 // retried) leaves a pod that would run unwatched.
-                let _ = self.cluster.delete_pod(&name).await;
+                if let Err(d) = self.cluster.delete_pod(&name).await {
+                    tracing::warn!(image = request.image, test = request.test, k8s.pod = %name, error = %d, "cannot delete a test pod whose creation failed; its deadline ends it");
+                }
                 return Err(names.cluster(e));
             }
         };
@@ -578,10 +595,16 @@ fn pod_reason(pod: &Value) -> String {
 
 /// Whether the container waits for something that will not come by itself.
 fn fatal_waiting(pod: &Value) -> bool {
-    container_status(pod)
-        .and_then(|c| c.pointer("/state/waiting/reason"))
-        .and_then(Value::as_str)
-        .is_some_and(|r| FATAL_WAITING.contains(&r))
+    let Some(waiting) = container_status(pod).and_then(|c| c.pointer("/state/waiting")) else {
+        return false;
+    };
+    let reason = waiting["reason"].as_str().unwrap_or_default();
+    let message = waiting["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    FATAL_WAITING.contains(&reason)
+        || PULL_WAITING.contains(&reason) && PERMANENT_PULL.iter().any(|p| message.contains(p))
 }
 
 #[cfg(test)]
@@ -598,6 +621,36 @@ mod tests {
         };
         for r in FATAL_WAITING {
             assert!(fatal_waiting(&pod(r)), "{r}");
+        }
+        // A pull failure is fatal only when the registry refused for good.
+        let pull = |reason: &str, message: &str| {
+            json!({"status": {"phase": "Pending", "containerStatuses": [
+                {"name": "test", "state": {"waiting": {"reason": reason, "message": message}}}
+            ]}})
+        };
+        for r in PULL_WAITING {
+            assert!(
+                fatal_waiting(&pull(
+                    r,
+                    "failed to resolve reference \"r/x@sha256:1\": r/x@sha256:1: not found"
+                )),
+                "{r}"
+            );
+            assert!(
+                fatal_waiting(&pull(r, "pulling from host r: 401 Unauthorized")),
+                "{r}"
+            );
+            assert!(
+                !fatal_waiting(&pull(r, "dial tcp 10.0.0.5:5000: i/o timeout")),
+                "{r}"
+            );
+            assert!(
+                !fatal_waiting(&pull(
+                    r,
+                    "received unexpected HTTP status: 503 Service Unavailable"
+                )),
+                "{r}"
+            );
         }
         for r in ["ContainerCreating", "PodInitializing", ""] {
             assert!(!fatal_waiting(&pod(r)), "{r}");

@@ -279,6 +279,13 @@ pub enum PushError {
     Export(#[from] ExportError),
     #[error("{image}: {message}")]
     Archive { image: String, message: String },
+    #[error(
+        "{reference} is a {media_type}, not one image manifest: labforge tags single-platform images (for a BuildKit build, leave attestations and multi-platform output off)"
+    )]
+    NotAnImage {
+        reference: String,
+        media_type: String,
+    },
     #[error("cannot reach the registry at {url}: {message}")]
     Unreachable { url: String, message: String },
     #[error(

@@ -437,8 +437,10 @@ impl<'a> Remote<'a> {
             if response.status() != StatusCode::OK {
                 return Err(self.unexpected(&url, response).await);
             }
-            let media_type = header(&response, "content-type")
-                .map(|t| t.split(';').next().unwrap_or_default().trim().to_string())
+            let answered = header(&response, "content-type")
+                .map(|t| t.split(';').next().unwrap_or_default().trim().to_string());
+            let media_type = answered
+                .clone()
                 .filter(|t| t == MANIFEST_MEDIA_TYPE || t == DOCKER_MANIFEST_MEDIA_TYPE);
             let bytes = response.bytes().await.map_err(|e| Failure {
                 error: PushError::Unreachable {
@@ -456,11 +458,22 @@ impl<'a> Remote<'a> {
                     got,
                 }));
             }
+            // An index (several platforms, or attestations) is not tagged
+            // as if it were an image.
+            let parsed = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+            if parsed
+                .as_ref()
+                .is_some_and(|m| m.get("manifests").is_some())
+            {
+                return Err(Failure::fatal(PushError::NotAnImage {
+                    reference: format!("{}@{digest}", self.name()),
+                    media_type: answered.unwrap_or_else(|| "manifest index".into()),
+                }));
+            }
             // Without a usable Content-Type, the manifest's own `mediaType`
             // (OCI's is optional and means OCI).
             let media_type = media_type.unwrap_or_else(|| {
-                serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .ok()
+                parsed
                     .and_then(|m| m["mediaType"].as_str().map(str::to_string))
                     .filter(|t| t == DOCKER_MANIFEST_MEDIA_TYPE)
                     .unwrap_or_else(|| MANIFEST_MEDIA_TYPE.to_string())

@@ -72,6 +72,9 @@ pub struct TestPodSettings {
     /// How long a pod may stay Pending (scheduling, pulling the image)
     /// before the test fails; CUDA images are large (at least 1).
     pub start_seconds: u32,
+    /// Run the smoke tests marked `gpu: true`, on the GPU nodes [default:
+    /// true]; off, they are recorded as skipped (a cluster without GPUs).
+    pub gpu: bool,
 }
 
 impl Default for TestPodSettings {
@@ -90,6 +93,7 @@ impl Default for TestPodSettings {
             gpu_resource: "nvidia.com/gpu".into(),
             service_account: None,
             start_seconds: 900,
+            gpu: true,
         }
     }
 }
