@@ -1,6 +1,7 @@
 //! `labforge k8s`: the Kubernetes sync, once (`sync`), the objects it would
 //! apply (`manifests`), and the Role it needs (`permissions`).
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use labforge_builder::state::StateStore;
 use labforge_builder::{Layout, RegistryOptions};
 use labforge_core::cluster::{Action, Kind};
 use labforge_hub::cluster::{SyncMode, SyncReport, SyncSettings};
+use labforge_hub::load::Loader;
 use labforge_hub::snapshot::Snapshot;
 
 use crate::build_cmd::state_location;
@@ -116,8 +118,15 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         K8sCommand::Manifests(args) => {
-            let snapshot = snapshot(config, args.state.as_ref(), layout, registry).await?;
-            let objects = labforge_hub::cluster::desired(&snapshot, &sync_settings(config)?, None)?;
+            let settings = sync_settings(config)?;
+            let loader = loader(config, args.state.as_ref(), layout, registry).await?;
+            let snapshot = snapshot(&loader, 1, None).await?;
+            if settings.prepull.gate().is_some() {
+                eprintln!(
+                    "note: [kubernetes.prepull] offer_after is set, but without a cluster to read the pre-pullers' status from, the profile list here offers every current version"
+                );
+            }
+            let objects = labforge_hub::cluster::desired(&snapshot, &settings, None)?;
             let list = serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "List",
@@ -134,7 +143,30 @@ pub async fn run(
                 args.target.context.as_deref(),
             )
             .await?;
-            let snapshot = snapshot(config, args.target.state.as_ref(), layout, registry).await?;
+            let loader = loader(config, args.target.state.as_ref(), layout, registry).await?;
+            let mut snapshot = snapshot(&loader, 1, None).await?;
+            // With `offer_after`, versions the pre-pullers do not hold on
+            // enough of their nodes yet stay out of the profile list.
+            let mut held = Vec::new();
+            if let Some(share) = settings.prepull.gate() {
+                let look = labforge_hub::cluster::look(
+                    &cluster,
+                    &snapshot,
+                    &settings,
+                    share,
+                    &BTreeSet::new(),
+                )
+                .await
+                .with_context(|| {
+                    format!(
+                        "reading the pre-pullers' status in namespace {} of {}",
+                        cluster.namespace(),
+                        cluster.url()
+                    )
+                })?;
+                snapshot = self::snapshot(&loader, 2, Some(&look.ready)).await?;
+                held = look.held;
+            }
             let mode = SyncMode {
                 dry_run: args.dry_run,
                 force: args.force,
@@ -153,6 +185,12 @@ pub async fn run(
             } else {
                 print_report(&report, cluster.url());
             }
+            for h in &held {
+                eprintln!(
+                    "held back: {} {} is on {} of {} node(s), offered at {}: {}",
+                    h.image, h.reference, h.pulled, h.nodes, h.needed, h.waiting
+                );
+            }
             Ok(if report.failed() > 0 {
                 ExitCode::from(1)
             } else {
@@ -162,23 +200,34 @@ pub async fn run(
     }
 }
 
-/// Load the hub's snapshot once: the catalog, what the state store says is
-/// published, and what the registry has.
-async fn snapshot(
+/// The hub's snapshot loader on the configured state store.
+async fn loader(
     config: &Config,
     state: Option<&String>,
     layout: Layout,
     registry: RegistryOptions,
-) -> Result<Snapshot> {
+) -> Result<Loader> {
     let location = state_location(state, config);
     let store = StateStore::open(&location).await?;
-    let loader = crate::serve_cmd::loader(config, layout, store, registry);
+    Ok(crate::serve_cmd::loader(config, layout, store, registry))
+}
+
+/// Load the hub's snapshot: the catalog, what the state store says is
+/// published, and what the registry has (asked once; a second load uses
+/// the answers). `ready`: see `Loader::load`.
+async fn snapshot(
+    loader: &Loader,
+    generation: u64,
+    ready: Option<&BTreeSet<String>>,
+) -> Result<Snapshot> {
     let (snapshot, report) = loader
-        .load(1, true)
+        .load(generation, generation == 1, ready)
         .await
         .context("loading the published catalog (as `labforge serve` would)")?;
-    for (image, reference) in &report.missing {
-        eprintln!("warning: {image}: {reference} is missing from the registry; left out");
+    if generation == 1 {
+        for (image, reference) in &report.missing {
+            eprintln!("warning: {image}: {reference} is missing from the registry; left out");
+        }
     }
     Ok(snapshot)
 }

@@ -137,12 +137,21 @@ pub async fn serve(
         let settings = crate::k8s_cmd::sync_settings(config)?;
         let cluster = crate::k8s_cmd::connect(config, None, None).await?;
         let line = format!(
-            "Kubernetes sync into namespace {} of {}",
+            "Kubernetes sync into namespace {} of {}{}",
             cluster.namespace(),
-            cluster.url()
+            cluster.url(),
+            match settings.prepull.gate() {
+                Some(share) => format!(
+                    "; new versions are offered once on {}% of their nodes",
+                    share * 100.0
+                ),
+                None => String::new(),
+            }
         );
         hub = hub.with_syncer(labforge_hub::cluster::Syncer::new(cluster, settings));
         line
+    } else if k8s.prepull.gate().is_some() {
+        "Kubernetes sync off ([kubernetes] sync = false): [kubernetes.prepull] offer_after has no effect, every current version is offered".to_string()
     } else {
         "Kubernetes sync off ([kubernetes] sync = false)".to_string()
     };

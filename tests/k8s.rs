@@ -6,7 +6,9 @@
 //! created, patched and deleted: first sync, a no-op sync, a catalog
 //! change, a conflict, images removed, transient errors, a dead API
 //! server. Every object written is validated offline against the
-//! Kubernetes schemas (kubernetes-validate).
+//! Kubernetes schemas (kubernetes-validate). With `offer_after`, a new
+//! version reaches the profile list only once its pre-puller's status says
+//! it is on its nodes.
 
 mod common;
 #[path = "common/fake_kube.rs"]
@@ -515,4 +517,267 @@ fn k8s_sync_applies_what_is_published_and_then_only_what_changed() {
         "{err}"
     );
     assert!(err.contains("after 5 attempt(s)"), "{err}");
+}
+
+/// Set a DaemonSet's status as its controller would once its current
+/// template runs on `pulled` of `nodes` nodes.
+fn roll_out(fake: &FakeKube, class: &str, nodes: u64, pulled: u64) {
+    let ds = daemonset(fake, class);
+    let name = ds["metadata"]["name"].as_str().expect("name").to_string();
+    fake.set_status(
+        "daemonsets",
+        &name,
+        json!({
+            "currentNumberScheduled": nodes,
+            "desiredNumberScheduled": nodes,
+            "numberMisscheduled": 0,
+            "numberReady": pulled,
+            "numberAvailable": pulled,
+            "updatedNumberScheduled": pulled,
+            "observedGeneration": ds["metadata"]["generation"],
+        }),
+    );
+}
+
+/// The image a profile of the public list starts, by slug.
+fn offered(server: &Server, slug: &str) -> Option<String> {
+    let (list, _) = server.profiles("");
+    list.iter()
+        .find(|p| p["slug"] == slug)
+        .and_then(|p| p["kubespawner_override"]["image"].as_str())
+        .map(str::to_string)
+}
+
+/// The images of the profiles ConfigMap's public list.
+fn configmap_images(fake: &FakeKube) -> BTreeSet<String> {
+    let cm = fake
+        .object("configmaps", "labforge-profiles")
+        .expect("the ConfigMap");
+    let list: Value = serde_json::from_str(cm["data"]["profile_list.json"].as_str().expect("text"))
+        .expect("JSON");
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|p| p["kubespawner_override"]["image"].as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What `/readyz` says is held back, by image.
+fn held(server: &Server) -> Vec<Value> {
+    server.json("/readyz")["kubernetes"]["gate"]["held"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn held_image(server: &Server, image: &str) -> Option<Value> {
+    held(server).into_iter().find(|h| h["image"] == image)
+}
+
+#[test]
+fn the_hub_offers_a_new_version_once_the_pre_pullers_have_it_on_their_nodes() {
+    let project = Project::of("hub", "k8s-gate", "");
+    let (out, first) = project.build(&[], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fake = FakeKube::start();
+    let kubeconfig = fake.kubeconfig(project.path());
+    let base = std::fs::read_to_string(project.path().join("labforge.toml")).expect("config");
+
+    // A share outside (0, 1] is refused when the configuration is loaded.
+    project.write(
+        "labforge.toml",
+        &format!("{base}\n[kubernetes.prepull]\noffer_after = 1.5\n"),
+    );
+    let out = run(&project, &kubeconfig, &["manifests"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("offer_after = 1.5") && err.contains("above 0 and at most 1"),
+        "{err}"
+    );
+
+    // An installation without the gate: everything offered and pulled,
+    // the pre-pullers rolled out on two nodes each.
+    let synced = format!("{base}\n[kubernetes]\nsync = true\nresync_seconds = 10\n");
+    project.write("labforge.toml", &synced);
+    ok(
+        &run(&project, &kubeconfig, &["sync"]),
+        "sync without the gate",
+    );
+    roll_out(&fake, "cpu", 2, 2);
+    roll_out(&fake, "gpu", 2, 2);
+
+    // The gate turned on: what users had stays offered.
+    project.write(
+        "labforge.toml",
+        &format!("{synced}\n[kubernetes.prepull]\noffer_after = 1.0\n"),
+    );
+    let server = Server::start_in(
+        project.path(),
+        1,
+        &[("KUBECONFIG", kubeconfig.to_str().expect("path"))],
+    );
+    let sibling_1 = reference(&first, &project, "sibling");
+    assert_eq!(offered(&server, "sibling"), Some(sibling_1.clone()));
+    assert_eq!(
+        offered(&server, "root"),
+        Some(reference(&first, &project, "root"))
+    );
+    let readyz = server.json("/readyz");
+    assert_eq!(
+        readyz["kubernetes"]["gate"]["offer_after"], 1.0,
+        "{readyz:#}"
+    );
+    assert_eq!(held(&server), Vec::<Value>::new(), "{readyz:#}");
+
+    // A new version of `sibling` and a brand-new image `extra`, both on
+    // the CPU nodes.
+    project.write(
+        "catalog/images/sibling.yaml",
+        &std::fs::read_to_string(project.path().join("catalog/images/sibling.yaml"))
+            .expect("sibling")
+            .replace(
+                "base: tiny\n",
+                "base: tiny\nbuild_args:\n  SIBLING_RELEASE: \"2\"\n",
+            ),
+    );
+    project.write(
+        "catalog/images/extra.yaml",
+        "name: extra\ndescription: Published while the gate is on\ntemplate: tiny.Dockerfile.tera\nbase: tiny\nserver_test: false\nprofile:\n  display_name: Extra (CPU)\n",
+    );
+    let (out, second) = project.build(&[], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sibling_2 = reference(&second, &project, "sibling");
+    let extra = reference(&second, &project, "extra");
+    assert_ne!(sibling_1, sibling_2);
+
+    // The hub pulls both at once, and offers neither yet: the CPU
+    // pre-puller has a new template its controller has not rolled out.
+    server.wait_for(
+        |_| {
+            let images = init_images(&daemonset(&fake, "cpu"));
+            images.contains(&sibling_2) && images.contains(&extra)
+        },
+        "the CPU pre-puller to pull the new versions",
+    );
+    // (The build publishes one image after the other: the hub may have
+    // looked in between, so wait for the look after the last sync.)
+    server.wait_for(
+        |s| {
+            let waits = |image: &str| {
+                held_image(s, image).is_some_and(|h| {
+                    h["waiting"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("new template"))
+                })
+            };
+            waits("sibling") && waits("extra")
+        },
+        "/readyz to say both new versions wait for the controller",
+    );
+    let h = held_image(&server, "sibling").expect("sibling held back");
+    assert_eq!(h["reference"], sibling_2.as_str(), "{h:#}");
+    assert_eq!(
+        (h["pulled"].as_u64(), h["nodes"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(h["needed"], 2);
+    assert_eq!(
+        held_image(&server, "extra").expect("extra held back")["reference"],
+        extra.as_str()
+    );
+    assert_eq!(offered(&server, "sibling"), Some(sibling_1.clone()));
+    assert_eq!(offered(&server, "extra"), None);
+    let cm = configmap_images(&fake);
+    assert!(
+        cm.contains(&sibling_1) && !cm.contains(&sibling_2) && !cm.contains(&extra),
+        "{cm:?}"
+    );
+    // The catalog says why: a pending version, an image not offered yet.
+    let sibling = server.json("/api/v1/images/sibling");
+    assert_eq!(sibling["versions"][0]["reference"], sibling_1.as_str());
+    assert_eq!(sibling["pending"]["reference"], sibling_2.as_str());
+    let page = server.get("/images/sibling").text().expect("the page");
+    assert!(page.contains("id=\"pending-notice\""), "{page}");
+    let catalog = server.json("/api/v1/catalog");
+    let unavailable = catalog["unavailable"]
+        .as_array()
+        .expect("unavailable")
+        .iter()
+        .find(|u| u["name"] == "extra")
+        .cloned()
+        .expect("extra is not offered yet");
+    assert!(
+        unavailable["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("being pulled onto the nodes")),
+        "{unavailable:#}"
+    );
+
+    // `labforge k8s sync` judges the same way: the profile list it would
+    // write is the hub's.
+    let out = run(&project, &kubeconfig, &["sync"]);
+    let text = ok(&out, "a gated sync by hand");
+    assert!(
+        text.contains("unchanged configmap/labforge-profiles"),
+        "{text}"
+    );
+    // The hub's sync wrote the pre-pullers already: the same by hand
+    // changes nothing (their init containers are matched by name, in
+    // whatever order the API server keeps them).
+    assert!(text.contains("nothing to change"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "held back: sibling {sibling_2} is on 0 of 2 node(s)"
+        )),
+        "{err}"
+    );
+
+    // A pre-puller that no node matches would hold it forever: said so.
+    roll_out(&fake, "cpu", 0, 0);
+    server.wait_for(
+        |s| {
+            held_image(s, "sibling").is_some_and(|h| {
+                h["waiting"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("no node matches"))
+            })
+        },
+        "/readyz to say that no node matches",
+    );
+
+    // Rolled out on every node: both are offered, the ConfigMap follows.
+    roll_out(&fake, "cpu", 2, 2);
+    server.wait_for(
+        |s| {
+            offered(s, "sibling").as_deref() == Some(sibling_2.as_str())
+                && offered(s, "extra").as_deref() == Some(extra.as_str())
+        },
+        "the new versions to be offered",
+    );
+    assert_eq!(held(&server), Vec::<Value>::new());
+    assert!(
+        server
+            .json("/api/v1/images/sibling")
+            .get("pending")
+            .is_none(),
+        "nothing pending any more"
+    );
+    server.wait_for(
+        |_| {
+            let cm = configmap_images(&fake);
+            cm.contains(&sibling_2) && cm.contains(&extra) && !cm.contains(&sibling_1)
+        },
+        "the ConfigMap to offer the new versions",
+    );
 }

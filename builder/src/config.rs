@@ -105,7 +105,7 @@ pub struct KubeBuildConfig {
     /// `http://labforge-hub.labforge.svc:7520` (required).
     pub context_url: Option<String>,
     /// Seconds a context download token works; a Job whose pod has not
-    /// fetched its context by then fails [default: 600].
+    /// fetched its context by then fails [default: 600; 30 to 86400].
     pub token_ttl_seconds: Option<u64>,
     /// The build Jobs' image, resources, deadline, registry Secret and
     /// placement (`[kubernetes.build.job]`).
@@ -302,6 +302,14 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        config
+            .kubernetes
+            .prepull
+            .check()
+            .map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         // Relative paths are relative to the configuration file.
         let dir = path.parent().unwrap_or(Path::new("."));
         for p in [

@@ -15,6 +15,11 @@
 //!   digest is eligible and no digest was first published by a scan row
 //!   newer than the pin (a fixed release supersedes the rollback). Row ids,
 //!   not clocks: the builder and the operator may be on different machines.
+//!
+//! What users are **offered** can lag behind what is current ([`offer`]):
+//! with `[kubernetes.prepull] offer_after`, a current digest that the
+//! pre-pullers have not yet pulled onto enough of its nodes is held back,
+//! and users keep an older one meanwhile.
 
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +152,62 @@ pub fn select(rows: &[ScanRow], pin: Option<&Pin>) -> Publication {
     }
 }
 
+/// What users are offered of one image while its current digest may still
+/// be on its way to the nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// The publication with `current` at the digest users are offered (its
+    /// `versions` are what the profile list shows); `current` is `None`
+    /// when nothing is offered yet.
+    pub offered: Publication,
+    /// The current digest, held back until it is ready.
+    pub held: Option<Candidate>,
+}
+
+/// What users are offered of `publication`, given which digests are
+/// `ready` (pulled onto enough of the nodes where they run).
+///
+/// - a ready current digest is offered, and so is one a rollback pin chose
+///   (an operator's explicit decision holds at once);
+/// - a current digest that is not ready is held back: users are offered
+///   the newest older eligible digest that is ready, or, when none is
+///   known to be, the next older one (what they had before it was
+///   published);
+/// - an image whose first digest is not ready is not offered at all.
+pub fn offer(publication: &Publication, ready: impl Fn(&Candidate) -> bool) -> Offer {
+    let Some(at) = publication.current else {
+        return Offer {
+            offered: publication.clone(),
+            held: None,
+        };
+    };
+    let Some(current) = publication.eligible.get(at) else {
+        return Offer {
+            offered: publication.clone(),
+            held: None,
+        };
+    };
+    if publication.pin.is_some() || ready(current) {
+        return Offer {
+            offered: publication.clone(),
+            held: None,
+        };
+    }
+    let older = at + 1..publication.eligible.len();
+    let instead = older
+        .clone()
+        .find(|&i| ready(&publication.eligible[i]))
+        .or_else(|| older.clone().next());
+    Offer {
+        offered: Publication {
+            eligible: publication.eligible.clone(),
+            current: instead,
+            pin: None,
+        },
+        held: Some(current.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +316,114 @@ mod tests {
             row(3, "b", "pass", false),
         ];
         assert_eq!(digests(&select(&rows, None)), ["b", "a"]);
+    }
+
+    fn offered(o: &Offer) -> Vec<&str> {
+        digests(&o.offered)
+    }
+
+    fn held(o: &Offer) -> Option<&str> {
+        o.held.as_ref().map(|c| c.digest.as_str())
+    }
+
+    #[test]
+    fn a_ready_current_digest_is_offered() {
+        let rows = [row(1, "a", "pass", true), row(2, "b", "pass", true)];
+        let p = select(&rows, None);
+        let o = offer(&p, |_| true);
+        assert_eq!(o.offered, p);
+        assert_eq!(held(&o), None);
+    }
+
+    #[test]
+    fn a_current_digest_not_yet_pulled_is_held_back_for_the_previous_one() {
+        let rows = [
+            row(1, "a", "pass", true),
+            row(2, "b", "pass", true),
+            row(3, "c", "pass", true),
+        ];
+        let p = select(&rows, None);
+        // Only c is still being pulled; b and a are on the nodes.
+        let o = offer(&p, |c| c.digest != "c");
+        assert_eq!(offered(&o), ["b", "a"]);
+        assert_eq!(held(&o), Some("c"));
+        assert_eq!(o.offered.current().map(|c| c.digest.as_str()), Some("b"));
+        // The held digest is not offered as a version either.
+        assert!(!o.offered.versions(5).iter().any(|c| c.digest == "c"));
+    }
+
+    #[test]
+    fn the_fallback_skips_an_older_digest_still_being_pulled() {
+        // b was still being pulled when c was published: users keep a.
+        let rows = [
+            row(1, "a", "pass", true),
+            row(2, "b", "pass", true),
+            row(3, "c", "pass", true),
+        ];
+        let p = select(&rows, None);
+        let o = offer(&p, |c| c.digest == "a");
+        assert_eq!(offered(&o), ["a"]);
+        assert_eq!(held(&o), Some("c"));
+    }
+
+    #[test]
+    fn without_a_ready_older_digest_the_next_older_one_is_offered() {
+        // Nothing is known to be on the nodes (a hub that has not looked
+        // yet): users keep what they had before the new digest, not nothing.
+        let rows = [
+            row(1, "a", "pass", true),
+            row(2, "b", "pass", true),
+            row(3, "c", "pass", true),
+        ];
+        let o = offer(&select(&rows, None), |_| false);
+        assert_eq!(offered(&o), ["b", "a"]);
+        assert_eq!(held(&o), Some("c"));
+    }
+
+    #[test]
+    fn a_brand_new_image_is_not_offered_until_ready() {
+        let rows = [row(1, "a", "pass", true)];
+        let p = select(&rows, None);
+        let o = offer(&p, |_| false);
+        assert!(o.offered.current().is_none());
+        assert!(o.offered.versions(2).is_empty());
+        assert_eq!(held(&o), Some("a"));
+        let o = offer(&p, |_| true);
+        assert_eq!(offered(&o), ["a"]);
+        assert_eq!(held(&o), None);
+    }
+
+    #[test]
+    fn a_pinned_digest_is_offered_at_once() {
+        // The operator rolled back to a, which left the nodes meanwhile:
+        // the pin is honoured without waiting for the pre-pullers.
+        let rows = [row(1, "a", "pass", true), row(2, "b", "pass", true)];
+        let p = select(&rows, Some(&pin("a", 2)));
+        let o = offer(&p, |_| false);
+        assert_eq!(o.offered, p);
+        assert_eq!(held(&o), None);
+    }
+
+    #[test]
+    fn nothing_eligible_offers_nothing_and_holds_nothing() {
+        let rows = [row(1, "a", "fail", false)];
+        let o = offer(&select(&rows, None), |_| false);
+        assert!(o.offered.current().is_none());
+        assert_eq!(held(&o), None);
+    }
+
+    #[test]
+    fn a_withdrawn_new_digest_gives_back_the_previous_one() {
+        // c was held back while pulled, then a rescan rejected it: b is
+        // current again, and it is on the nodes.
+        let rows = [
+            row(1, "a", "pass", true),
+            row(2, "b", "pass", true),
+            row(3, "c", "pass", true),
+            row(4, "c", "fail", false),
+        ];
+        let o = offer(&select(&rows, None), |c| c.digest != "c");
+        assert_eq!(offered(&o), ["b", "a"]);
+        assert_eq!(held(&o), None);
     }
 }

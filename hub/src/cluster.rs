@@ -11,8 +11,18 @@
 //! with another field manager, a refused object or an API error is
 //! reported on its object and the others go on; transient errors are
 //! retried inside `labforge_builder::cluster`.
+//!
+//! With `[kubernetes.prepull] offer_after`, the hub also looks at the
+//! pre-pullers' status after every sync ([`look`]): a current version
+//! that is not yet on enough of its nodes is held back from users (the
+//! loader offers the version before it), and the hub looks again every
+//! [`GATE_POLL`] until it is. A reference once seen ready stays ready
+//! while it is pulled: a DaemonSet's status counts the pods of its newest
+//! template only, so a sibling image added to it says nothing about the
+//! images already on its nodes. What the profiles ConfigMap offers counts
+//! as ready too, so that a restarted hub does not take back what users had.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +36,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::snapshot::Snapshot;
+
+/// While a new version waits for the pre-pullers, how often the hub looks
+/// at their status (instead of every `resync`).
+pub const GATE_POLL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -111,12 +125,15 @@ pub fn desired(
 }
 
 fn daemonsets(snapshot: &Snapshot, settings: &SyncSettings, owner: Option<&Owner>) -> Vec<Object> {
+    // What the pre-pullers pull is not gated: a new version has to reach
+    // the nodes before it can be offered.
     let images: Vec<PullImage> = snapshot
-        .published()
-        .map(|(image, versions)| {
+        .pulls()
+        .iter()
+        .map(|pull| {
             PullImage::new(
-                image,
-                versions.iter().map(|v| v.reference.clone()).collect(),
+                &pull.image,
+                pull.versions.iter().map(|v| v.reference.clone()).collect(),
             )
         })
         .collect();
@@ -384,6 +401,136 @@ pub struct SyncStatus {
     pub generation: Option<u64>,
     /// Why the last sync failed, object by object.
     pub errors: Vec<String>,
+    /// New versions waiting for the pre-pullers (`offer_after` set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateStatus>,
+}
+
+/// What `/readyz` says about the versions held back.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GateStatus {
+    /// `[kubernetes.prepull] offer_after`.
+    pub offer_after: f64,
+    /// Unix ms of the last look at the pre-pullers.
+    pub last_look_ms: Option<i64>,
+    /// Why the last look failed (what is held back stays held back).
+    pub error: Option<String>,
+    /// Current versions users are not offered yet.
+    pub held: Vec<Held>,
+}
+
+/// A current version that users are not offered yet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Held {
+    pub image: String,
+    /// `repo@sha256:…`
+    pub reference: String,
+    /// On how many of its pre-pullers' nodes it is, of how many, and how
+    /// many it needs.
+    pub pulled: u64,
+    pub nodes: u64,
+    pub needed: u64,
+    /// What it waits for.
+    pub waiting: String,
+}
+
+/// What one look at the pre-pullers found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Look {
+    /// References (`repo@sha256:…`) on enough of their nodes, remembered
+    /// ones included; only versions the pre-pullers pull.
+    pub ready: BTreeSet<String>,
+    /// Current versions not among them (a rollback pin's are never held).
+    pub held: Vec<Held>,
+}
+
+/// Judge the pre-pullers of `snapshot` against the objects `listed` in the
+/// cluster, at `share` of their nodes. `remembered` references stay ready,
+/// and so do those the listed profiles ConfigMap offers.
+pub fn judge(
+    snapshot: &Snapshot,
+    settings: &SyncSettings,
+    share: f64,
+    listed: &[(Kind, Value)],
+    remembered: &BTreeSet<String>,
+) -> Look {
+    let want = daemonsets(snapshot, settings, None);
+    let daemonsets: Vec<Value> = listed
+        .iter()
+        .filter(|(k, _)| *k == Kind::DaemonSet)
+        .map(|(_, o)| o.clone())
+        .collect();
+    let pulling = prepull::pulling(&want, &daemonsets, share);
+    let cm_name = profiles::name(&settings.instance);
+    let offered: BTreeSet<String> = listed
+        .iter()
+        .filter(|(k, o)| *k == Kind::ConfigMap && plan::name(o) == Some(cm_name.as_str()))
+        .flat_map(|(_, o)| profiles::offered(o))
+        .collect();
+    let pulled: BTreeSet<&str> = snapshot
+        .pulls()
+        .iter()
+        .flat_map(|p| p.versions.iter().map(|v| v.reference.as_str()))
+        .collect();
+    let ready: BTreeSet<String> = remembered
+        .iter()
+        .chain(&offered)
+        .cloned()
+        .chain(
+            pulling
+                .iter()
+                .filter(|(_, p)| p.ready)
+                .map(|(r, _)| r.clone()),
+        )
+        .filter(|r| pulled.contains(r.as_str()))
+        .collect();
+    let held = snapshot
+        .pulls()
+        .iter()
+        .filter(|p| !p.pinned)
+        .filter_map(|p| {
+            let current = p.versions.first()?;
+            if ready.contains(&current.reference) {
+                return None;
+            }
+            let state = pulling.get(&current.reference);
+            let nodes = state.map_or(0, |s| s.nodes);
+            Some(Held {
+                image: p.image.name.clone(),
+                reference: current.reference.clone(),
+                pulled: state.map_or(0, |s| s.pulled),
+                nodes,
+                needed: prepull::needed(nodes, share),
+                waiting: match state.and_then(|s| s.waiting) {
+                    Some(w) => w.to_string(),
+                    None => "no pre-puller pulls it".into(),
+                },
+            })
+        })
+        .collect();
+    Look { ready, held }
+}
+
+/// List the pre-pullers (and the profiles ConfigMap) of this instance and
+/// judge them: see [`judge`].
+pub async fn look(
+    cluster: &Cluster,
+    snapshot: &Snapshot,
+    settings: &SyncSettings,
+    share: f64,
+    remembered: &BTreeSet<String>,
+) -> Result<Look, SyncError> {
+    let labels = selector(&settings.instance);
+    let mut listed: Vec<(Kind, Value)> = Vec::new();
+    for kind in Kind::ALL {
+        if kind == Kind::ConfigMap && !settings.profiles_configmap {
+            continue;
+        }
+        for object in cluster.list(kind, &labels).await? {
+            listed.push((kind, object));
+        }
+    }
+    Ok(judge(snapshot, settings, share, &listed, remembered))
 }
 
 /// The hub's background sync.
@@ -391,15 +538,105 @@ pub struct Syncer {
     pub cluster: Cluster,
     pub settings: SyncSettings,
     status: Mutex<SyncStatus>,
+    /// References on enough of their nodes (`offer_after`), as of the last
+    /// look.
+    ready: Mutex<BTreeSet<String>>,
 }
 
 impl Syncer {
     pub fn new(cluster: Cluster, settings: SyncSettings) -> Syncer {
+        let status = SyncStatus {
+            gate: settings.prepull.gate().map(|share| GateStatus {
+                offer_after: share,
+                ..GateStatus::default()
+            }),
+            ..SyncStatus::default()
+        };
         Syncer {
             cluster,
             settings,
-            status: Mutex::new(SyncStatus::default()),
+            status: Mutex::new(status),
+            ready: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// New versions wait for the pre-pullers (`offer_after` is set).
+    pub fn gated(&self) -> bool {
+        self.settings.prepull.gate().is_some()
+    }
+
+    /// The references users may be offered, when new versions wait for
+    /// the pre-pullers: before the first look, none.
+    pub fn ready(&self) -> Option<BTreeSet<String>> {
+        self.gated()
+            .then(|| self.ready.lock().map(|r| r.clone()).unwrap_or_default())
+    }
+
+    /// Some current version is held back as of the last look, or that
+    /// look failed: look again soon.
+    fn holding(&self) -> bool {
+        self.status
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.gate
+                    .as_ref()
+                    .map(|g| !g.held.is_empty() || g.error.is_some())
+            })
+            .unwrap_or(false)
+    }
+
+    /// Look at the pre-pullers of `snapshot` and remember what is ready.
+    /// Returns whether that changed (the hub then loads a new snapshot).
+    /// Does nothing without `offer_after`.
+    pub async fn look(&self, snapshot: &Snapshot) -> Result<bool, SyncError> {
+        let Some(share) = self.settings.prepull.gate() else {
+            return Ok(false);
+        };
+        let remembered = self.ready.lock().map(|r| r.clone()).unwrap_or_default();
+        let now = labforge_builder::state::unix_ms_now();
+        let result = look(&self.cluster, snapshot, &self.settings, share, &remembered).await;
+        let before = self
+            .status
+            .lock()
+            .ok()
+            .and_then(|s| s.gate.as_ref().map(|g| g.held.clone()))
+            .unwrap_or_default();
+        if let Ok(mut status) = self.status.lock()
+            && let Some(gate) = status.gate.as_mut()
+        {
+            gate.last_look_ms = Some(now);
+            match &result {
+                Ok(look) => {
+                    gate.error = None;
+                    gate.held = look.held.clone();
+                }
+                Err(e) => gate.error = Some(e.to_string()),
+            }
+        }
+        let look = result?;
+        for held in &look.held {
+            if !before.iter().any(|b| b.reference == held.reference) {
+                tracing::info!(
+                    image = %held.image,
+                    reference = %held.reference,
+                    k8s.pulled = held.pulled,
+                    k8s.nodes = held.nodes,
+                    waiting = %held.waiting,
+                    "a new version is held back until the pre-pullers have it on enough of its nodes"
+                );
+            }
+        }
+        for was in &before {
+            if look.ready.contains(&was.reference) {
+                tracing::info!(image = %was.image, reference = %was.reference, "a new version is on enough of its nodes: offered now");
+            }
+        }
+        let changed = look.ready != remembered;
+        if let Ok(mut ready) = self.ready.lock() {
+            *ready = look.ready;
+        }
+        Ok(changed)
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -440,12 +677,16 @@ impl Syncer {
 
     /// Sync every new snapshot at once, and every `resync` anyway (someone
     /// may have changed or deleted an object). After a failure, try again
-    /// sooner: 10 s, doubling up to `resync`.
+    /// sooner: 10 s, doubling up to `resync`. With `offer_after`, look at
+    /// the pre-pullers after every sync and every [`GATE_POLL`] while a
+    /// version is held back, and load a new snapshot when what is ready
+    /// changed.
     pub async fn run(self: Arc<Self>, hub: Arc<crate::Hub>) {
         let mut synced: Option<u64> = None;
         let mut last = tokio::time::Instant::now();
         let mut retry = Duration::from_secs(10);
         let mut failing = false;
+        let mut looked: Option<tokio::time::Instant> = None;
         loop {
             let Some(snapshot) = hub.snapshot() else {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -488,6 +729,24 @@ impl Syncer {
                     }
                 }
                 synced = Some(snapshot.generation);
+                looked = None;
+            }
+            let look =
+                self.gated() && looked.is_none_or(|at| self.holding() && at.elapsed() >= GATE_POLL);
+            if look {
+                looked = Some(tokio::time::Instant::now());
+                match self.look(&snapshot).await {
+                    // The new snapshot is synced at once (its profile list).
+                    Ok(true) => {
+                        if hub.reload(false).await.is_ok() {
+                            continue;
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the pre-pullers' status; what is held back stays held back");
+                    }
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {},

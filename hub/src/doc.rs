@@ -79,6 +79,10 @@ pub struct ImageDoc {
     pub versions: Vec<VersionDoc>,
     /// Set when `labforge rollback` holds the image at `versions[0]`.
     pub rollback: Option<RollbackDoc>,
+    /// A newer version that users are not offered yet: it is still being
+    /// pulled onto the nodes (`[kubernetes.prepull] offer_after`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingDoc>,
     /// Installed packages of the current version, from its SBOM (sorted by
     /// kind, then name). `None` in `/api/v1/catalog` (summaries only) and
     /// when no SBOM is on record.
@@ -101,6 +105,18 @@ pub struct RollbackDoc {
     pub reason: String,
     /// RFC 3339.
     pub at: String,
+}
+
+/// A published digest held back until the pre-pullers have it on enough
+/// of its nodes; `/readyz` says how far they are.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingDoc {
+    /// `sha256:…`
+    pub digest: String,
+    /// `host/path/repo@sha256:…`
+    pub reference: String,
+    /// RFC 3339: when it was first published.
+    pub published_at: String,
 }
 
 /// One published digest.

@@ -45,6 +45,10 @@ use snapshot::Snapshot;
 /// How often a failed load is retried when nothing changed.
 const FAILED_RETRY: Duration = Duration::from_secs(30);
 
+/// How long the hub waits for its first look at the pre-pullers
+/// (`offer_after`) before it serves anyway.
+const FIRST_LOOK: Duration = Duration::from_secs(15);
+
 /// How the hub behaves, apart from where it loads from.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -157,7 +161,9 @@ impl Hub {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let started = std::time::Instant::now();
         let now = labforge_builder::state::unix_ms_now();
-        let result = self.loader.load(generation, recheck).await;
+        // With `offer_after`, what the pre-pullers hold decides what is offered.
+        let ready = self.syncer.as_ref().and_then(|s| s.ready());
+        let result = self.loader.load(generation, recheck, ready.as_ref()).await;
         let elapsed = started.elapsed();
         let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
         status.last_attempt_ms = Some(now);
@@ -269,6 +275,27 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     if let Err(e) = hub.reload(true).await {
         tracing::warn!(error = %e, "no catalog to serve yet; /readyz says why, and the hub retries");
+    }
+    // With `offer_after`, nothing counts as pulled before a look at the
+    // pre-pullers: look once before serving, so that a restart does not
+    // take new versions back from users for the moment until the first sync.
+    if let Some(syncer) = hub.syncer().filter(|s| s.gated())
+        && let Some(snapshot) = hub.snapshot()
+    {
+        match tokio::time::timeout(FIRST_LOOK, syncer.look(&snapshot)).await {
+            Ok(Ok(true)) => {
+                let _ = hub.reload(false).await;
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the pre-pullers' status yet; versions not known to be pulled are held back")
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the pre-pullers' status did not arrive in time; versions not known to be pulled are held back"
+                )
+            }
+        }
     }
     let refresher = tokio::spawn(Arc::clone(&hub).refresh_loop());
     let mut workers = bot::start(&hub).await;

@@ -3,6 +3,10 @@
 //! pins) and the registry (is every published digest still there, and how
 //! big is it).
 //!
+//! With `[kubernetes.prepull] offer_after`, the caller also says which
+//! references the pre-pullers hold on enough of their nodes, and a current
+//! digest that is not among them is held back (`publish::offer`).
+//!
 //! What never changes for a digest (its SBOM, size, scan, build record) is
 //! cached across loads; presence is asked again for new digests at every
 //! load and for all of them every `registry_check` interval.
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 use labforge_builder::project::Layout;
 use labforge_builder::registry::{ImageRef, RegistryClient, RegistryOptions, host_of};
 use labforge_builder::state::{Pin, ScanRow, StateError, StateStore};
-use labforge_core::publish::{self, Publication};
+use labforge_core::publish::{self, Offer, Publication};
 use labforge_core::scan::policy::Report;
 
 use crate::doc::ScanDoc;
@@ -128,7 +132,10 @@ impl Loader {
     }
 
     /// Read everything and build a snapshot. `recheck` asks the registry
-    /// again about every digest, not only new or stale ones.
+    /// again about every digest, not only new or stale ones. `ready`, when
+    /// new digests wait for the pre-pullers, holds the references
+    /// (`repo@sha256:…`) that are on enough of their nodes; a current
+    /// digest outside it is not offered yet.
     ///
     /// A current digest whose presence the registry has never answered
     /// (it cannot be reached, and there is no earlier answer) fails the
@@ -138,6 +145,7 @@ impl Loader {
         &self,
         generation: u64,
         recheck: bool,
+        ready: Option<&BTreeSet<String>>,
     ) -> Result<(Snapshot, LoadReport), LoadError> {
         let layout = self.layout.clone();
         let sources = tokio::task::spawn_blocking(move || layout.read_catalog())
@@ -155,13 +163,37 @@ impl Loader {
             .iter()
             .map(|r| ((r.image.as_str(), r.digest.as_str()), r.id))
             .collect();
-        let wanted: Vec<Wanted> = publications
-            .iter()
-            .flat_map(|(image, p)| {
-                p.versions(self.options.spawner.previous_versions)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| Wanted {
+        let offers: Option<BTreeMap<String, Offer>> = ready.map(|ready| {
+            publications
+                .iter()
+                .map(|(image, p)| {
+                    let offer = publish::offer(p, |c| {
+                        ready.contains(&format!("{}@{}", c.repository, c.digest))
+                    });
+                    (image.clone(), offer)
+                })
+                .collect()
+        });
+        // What is pulled (the current digests) and what is offered (the
+        // same, or older ones while a new one is held back).
+        let previous = self.options.spawner.previous_versions;
+        let mut wanted: Vec<Wanted> = Vec::new();
+        for (image, p) in &publications {
+            let offered = offers
+                .as_ref()
+                .and_then(|o| o.get(image))
+                .map(|o| o.offered.versions(previous))
+                .unwrap_or_default();
+            for list in [p.versions(previous), offered] {
+                for (i, c) in list.into_iter().enumerate() {
+                    if let Some(seen) = wanted
+                        .iter_mut()
+                        .find(|w| w.image == *image && w.digest == c.digest)
+                    {
+                        seen.current |= i == 0;
+                        continue;
+                    }
+                    wanted.push(Wanted {
                         image: image.clone(),
                         repository: c.repository.clone(),
                         digest: c.digest.clone(),
@@ -170,10 +202,10 @@ impl Loader {
                             .get(&(image.as_str(), c.digest.as_str()))
                             .copied()
                             .unwrap_or(0),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+                    });
+                }
+            }
+        }
         let mut report = LoadReport {
             counts,
             marker,
@@ -212,6 +244,7 @@ impl Loader {
             publications: &publications,
             facts: &facts,
             options: &self.options,
+            offers: offers.as_ref(),
         })
         .map_err(LoadError::Snapshot)?;
         Ok((snapshot, report))
@@ -330,7 +363,8 @@ struct Wanted {
     image: String,
     repository: String,
     digest: String,
-    /// The digest users get (not an earlier version).
+    /// The digest users get, or the one the pre-pullers pull first (not
+    /// an earlier version).
     current: bool,
     /// Its newest scan row id.
     scan_row: i64,

@@ -5,20 +5,26 @@
 //!
 //! Building a snapshot is pure: the loader ([`crate::load`]) hands in the
 //! catalog, what is published, and what it learnt about each digest.
+//!
+//! What users are offered ([`Snapshot::published`]) and what the
+//! pre-pullers pull ([`Snapshot::pulls`]) are the same versions, except
+//! while `[kubernetes.prepull] offer_after` holds a new digest back: the
+//! pre-pullers pull it at once, and users are offered it once it is on
+//! enough of its nodes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use labforge_core::catalog::{Base, Catalog, Gpus, Image, Memory};
-use labforge_core::publish::Publication;
+use labforge_core::publish::{Candidate, Offer, Publication};
 use labforge_core::scan::Inventory;
 use labforge_core::spawner::{self, Entry, SpawnerSettings, Version, Viewer};
 use sha2::{Digest, Sha256};
 
 use crate::doc::{
-    CatalogDoc, ChangeDoc, ChangesDoc, Declared, ImageDoc, PackageDoc, RollbackDoc, ScanDoc,
-    Unavailable, VersionDoc,
+    CatalogDoc, ChangeDoc, ChangesDoc, Declared, ImageDoc, PackageDoc, PendingDoc, RollbackDoc,
+    ScanDoc, Unavailable, VersionDoc,
 };
 use crate::web::path_segment;
 
@@ -82,6 +88,21 @@ pub struct Inputs<'a> {
     /// By digest.
     pub facts: &'a HashMap<String, DigestFacts>,
     pub options: &'a Options,
+    /// What users are offered, by concrete image name, when new digests
+    /// wait for the pre-pullers (`[kubernetes.prepull] offer_after`);
+    /// `None`: every current digest is offered at once.
+    pub offers: Option<&'a BTreeMap<String, Offer>>,
+}
+
+/// An image the pre-pullers pull.
+#[derive(Debug, Clone)]
+pub struct Pull {
+    pub image: Image,
+    /// Its current digest first, whether or not users are offered it yet,
+    /// then earlier versions; only those the registry has.
+    pub versions: Vec<Version>,
+    /// A rollback pin chose the current digest: it is offered at once.
+    pub pinned: bool,
 }
 
 /// The images that have a profile: the catalog entries and their versions.
@@ -112,6 +133,8 @@ pub struct Snapshot {
     profiles: Profiles,
     /// The list everyone sees in full (a viewer who may see everything).
     all: Arc<ProfileBodies>,
+    /// What the pre-pullers pull, in catalog order.
+    pulls: Vec<Pull>,
     /// Lists for viewers who see a subset, by the positions they see.
     filtered: Mutex<HashMap<Vec<usize>, Arc<ProfileBodies>>>,
     /// The same lists by the viewer's groups, so that a repeated viewer is
@@ -144,9 +167,11 @@ impl Snapshot {
             publications,
             facts,
             options,
+            offers,
         } = inputs;
         let mut docs = Vec::new();
         let mut unavailable = Vec::new();
+        let mut pulls = Vec::new();
         let mut profiles = Profiles {
             images: Vec::new(),
             bases: Vec::new(),
@@ -179,17 +204,52 @@ impl Snapshot {
                 });
                 continue;
             }
+            let version = |c: &&Candidate| Version {
+                digest: c.digest.clone(),
+                reference: format!("{}@{}", c.repository, c.digest),
+                published_at: c.first_published_at,
+            };
+            pulls.push(Pull {
+                image: image.clone(),
+                versions: candidates
+                    .iter()
+                    .filter(|c| present(&c.digest))
+                    .map(version)
+                    .collect(),
+                pinned: publication.pin.is_some(),
+            });
+            let (publication, held) = match offers.and_then(|o| o.get(&image.name)) {
+                Some(offer) => (&offer.offered, offer.held.as_ref()),
+                None => (publication, None),
+            };
+            let candidates = publication.versions(options.spawner.previous_versions);
+            let Some(current) = candidates.first() else {
+                unavailable.push(Unavailable {
+                    name: image.name.clone(),
+                    reason: format!(
+                        "its first version {} is being pulled onto the nodes it runs on, and is offered once enough of them have it",
+                        held.map_or("", |c| c.digest.as_str())
+                    ),
+                });
+                continue;
+            };
+            if !present(&current.digest) {
+                unavailable.push(Unavailable {
+                    name: image.name.clone(),
+                    reason: format!(
+                        "its published digest {} is missing from the registry {}",
+                        current.digest, current.repository
+                    ),
+                });
+                continue;
+            }
             let versions: Vec<Version> = candidates
                 .iter()
                 .filter(|c| present(&c.digest))
-                .map(|c| Version {
-                    digest: c.digest.clone(),
-                    reference: format!("{}@{}", c.repository, c.digest),
-                    published_at: c.first_published_at,
-                })
+                .map(version)
                 .collect();
             let base = catalog.root_base(image).cloned();
-            docs.push(image_doc(
+            let mut doc = image_doc(
                 catalog,
                 image,
                 base.as_ref(),
@@ -197,7 +257,13 @@ impl Snapshot {
                 publication,
                 facts,
                 options,
-            ));
+            );
+            doc.pending = held.map(|c| PendingDoc {
+                digest: c.digest.clone(),
+                reference: format!("{}@{}", c.repository, c.digest),
+                published_at: labforge_builder::state::format_rfc3339(c.first_published_at),
+            });
+            docs.push(doc);
             profiles.images.push(image.clone());
             profiles.bases.push(base);
             profiles.versions.push(versions);
@@ -241,6 +307,7 @@ impl Snapshot {
             images,
             profiles,
             all,
+            pulls,
             filtered: Mutex::new(HashMap::new()),
             by_groups: Mutex::new(HashMap::new()),
             options: options.clone(),
@@ -260,6 +327,12 @@ impl Snapshot {
             .images
             .iter()
             .zip(self.profiles.versions.iter().map(Vec::as_slice))
+    }
+
+    /// Every image the pre-pullers pull, with the versions to pull
+    /// (current first, even while users are not offered it yet).
+    pub fn pulls(&self) -> &[Pull] {
+        &self.pulls
     }
 
     /// The number of profiles in the full list.
@@ -486,6 +559,7 @@ fn image_doc(
             reason: pin.reason.clone(),
             at: labforge_builder::state::format_rfc3339(pin.created_at),
         }),
+        pending: None,
         packages: current_inventory.map(|inv| inv.packages.iter().map(package_doc).collect()),
     }
 }

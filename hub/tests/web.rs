@@ -128,6 +128,7 @@ fn image(spec: &Spec) -> ImageDoc {
             5_300_000_000,
         )],
         rollback: None,
+        pending: None,
         packages: None,
     }
 }

@@ -132,8 +132,9 @@ pub fn owned_by(body: &Value, instance: &str) -> bool {
 }
 
 /// Paths where `have` lacks or differs from what `want` sets. Maps: every
-/// key of `want`; lists: the same length, element by element (by `name`
-/// where elements have one); anything else: equal.
+/// key of `want`; lists: the same length, element by element (matched by
+/// `name` where every element has one, in any order: the API server keeps
+/// such lists as maps); anything else: equal.
 pub fn differences(want: &Value, have: &Value, path: &mut String, out: &mut Vec<String>) {
     match (want, have) {
         (Value::Object(w), Value::Object(h)) => {
@@ -142,6 +143,23 @@ pub fn differences(want: &Value, have: &Value, path: &mut String, out: &mut Vec<
                 path.push('.');
                 path.push_str(key);
                 match h.get(key) {
+                    Some(hv) => differences(wv, hv, path, out),
+                    None => out.push(path.clone()),
+                }
+                path.truncate(len);
+            }
+        }
+        // A list of named items (containers, env, volumes) is a map keyed
+        // by name to the API server, which need not keep the applied order
+        // (server-side apply merges by key): items are matched by name.
+        (Value::Array(w), Value::Array(h))
+            if w.len() == h.len() && !w.is_empty() && w.iter().all(|v| name_of(v).is_some()) =>
+        {
+            for wv in w {
+                let n = name_of(wv).unwrap_or_default();
+                let len = path.len();
+                path.push_str(&format!("[name={n:?}]"));
+                match h.iter().find(|hv| name_of(hv) == Some(n)) {
                     Some(hv) => differences(wv, hv, path, out),
                     None => out.push(path.clone()),
                 }
@@ -166,4 +184,9 @@ pub fn differences(want: &Value, have: &Value, path: &mut String, out: &mut Vec<
             path.clone()
         }),
     }
+}
+
+/// The `name` of a list item, if it has one.
+fn name_of(v: &Value) -> Option<&str> {
+    v.get("name").and_then(Value::as_str)
 }

@@ -14,6 +14,11 @@
 //! placement, so a changed image list updates that DaemonSet in place,
 //! and a placement nobody uses any more leaves a stale DaemonSet that the
 //! sync deletes.
+//!
+//! A DaemonSet's status says on how many of its nodes every image of its
+//! current template is present ([`Rollout`]); [`pulling`] turns that into
+//! how far each reference is, for the hub's `offer_after` gate (a new
+//! version is offered once it is on enough of its nodes).
 
 use std::collections::BTreeMap;
 
@@ -21,13 +26,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Kind, Object, Owner, dns_label, labels, string_map};
+use super::{Kind, Object, Owner, dns_label, labels, plan, string_map};
 use crate::catalog::{Image, Toleration};
 
 /// The label that ties a DaemonSet's pods to it (with the instance).
 pub const NODE_CLASS: &str = "labforge.io/node-class";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrepullSettings {
     /// Keep pre-puller DaemonSets [default: true].
@@ -43,6 +48,43 @@ pub struct PrepullSettings {
     /// Earlier published versions kept pulled too, beside the current one
     /// [default: 0].
     pub previous_versions: usize,
+    /// Offer a new version to users only once it is pulled on this share
+    /// of its nodes, in (0, 1], e.g. 0.9 [default: unset, offered at once].
+    /// Meanwhile users keep the version before it; a new image appears
+    /// once ready. Needs the hub's sync (`[kubernetes] sync = true`).
+    pub offer_after: Option<f64>,
+}
+
+/// A `[kubernetes.prepull]` table that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "[kubernetes.prepull] offer_after = {0}: give the share of its nodes a new version must be pulled on before users are offered it, above 0 and at most 1 (e.g. 0.9), or leave it out to offer new versions at once"
+    )]
+    OfferAfterRange(f64),
+    #[error(
+        "[kubernetes.prepull] offer_after = {0} needs the pre-pullers: set enabled = true, or leave offer_after out"
+    )]
+    OfferAfterWithoutPrepull(f64),
+}
+
+impl PrepullSettings {
+    /// Refuse settings that cannot work (checked when the configuration
+    /// is loaded).
+    pub fn check(&self) -> Result<(), SettingsError> {
+        match self.offer_after {
+            Some(share) if !(share > 0.0 && share <= 1.0) => {
+                Err(SettingsError::OfferAfterRange(share))
+            }
+            Some(share) if !self.enabled => Err(SettingsError::OfferAfterWithoutPrepull(share)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The share a new version waits for, when the gate is on.
+    pub fn gate(&self) -> Option<f64> {
+        self.offer_after.filter(|_| self.enabled)
+    }
 }
 
 impl Default for PrepullSettings {
@@ -53,6 +95,7 @@ impl Default for PrepullSettings {
             image_pull_secrets: Vec::new(),
             priority_class: None,
             previous_versions: 0,
+            offer_after: None,
         }
     }
 }
@@ -366,4 +409,135 @@ impl Rollout {
     pub fn share(&self) -> Option<f64> {
         (self.desired > 0).then(|| self.pulled as f64 / self.desired as f64)
     }
+}
+
+/// How far one reference is pulled onto the nodes of the pre-pullers
+/// that pull it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pulling {
+    /// Nodes that hold it, over all its pre-pullers.
+    pub pulled: u64,
+    /// Nodes that should.
+    pub nodes: u64,
+    /// On the required share of the nodes of every pre-puller that pulls it.
+    pub ready: bool,
+    /// Why not, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// Why a reference is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Waiting {
+    /// Its pre-puller DaemonSet does not exist yet.
+    Missing,
+    /// Its pre-puller exists but does not pull it yet (not synced since).
+    Outdated,
+    /// The DaemonSet controller has not seen the current template yet.
+    Unobserved,
+    /// No node matches the pre-puller's placement: it would wait forever.
+    NoNodes,
+    /// On fewer of its nodes than required.
+    Pulling,
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiting::Missing => "its pre-puller DaemonSet does not exist yet",
+            Waiting::Outdated => "its pre-puller DaemonSet does not pull it yet",
+            Waiting::Unobserved => {
+                "the DaemonSet controller has not picked up the pre-puller's new template yet"
+            }
+            Waiting::NoNodes => {
+                "no node matches its pre-puller's node selector and tolerations, so it is never offered: check the image's placement and the nodes' labels and taints"
+            }
+            Waiting::Pulling => "still being pulled onto its nodes",
+        })
+    }
+}
+
+/// How many of `nodes` make `share`: the smallest whole number at or
+/// above it, and at least one (the epsilon keeps 0.3 × 10 from rounding
+/// up to 4).
+pub fn needed(nodes: u64, share: f64) -> u64 {
+    ((share * nodes as f64 - 1e-9).ceil().max(1.0) as u64).min(nodes.max(1))
+}
+
+/// Whether `pulled` of `nodes` reaches `share` (no node: never).
+pub fn reaches(pulled: u64, nodes: u64, share: f64) -> bool {
+    nodes > 0 && pulled >= needed(nodes, share)
+}
+
+/// The images of a DaemonSet's pod template's init containers.
+pub fn init_images(ds: &Value) -> Vec<&str> {
+    ds.pointer("/spec/template/spec/initContainers")
+        .and_then(Value::as_array)
+        .map(|containers| {
+            containers
+                .iter()
+                .filter_map(|c| c.get("image").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How far every reference of the `desired` pre-pullers is, from the
+/// DaemonSets `listed` in the cluster: a reference is ready when every
+/// pre-puller that should pull it exists, pulls it in a template its
+/// controller has observed, and holds every image on at least `share` of
+/// its nodes.
+pub fn pulling(desired: &[Object], listed: &[Value], share: f64) -> BTreeMap<String, Pulling> {
+    let mut out: BTreeMap<String, Pulling> = BTreeMap::new();
+    for want in desired.iter().filter(|o| o.kind == Kind::DaemonSet) {
+        let found = listed
+            .iter()
+            .find(|ds| plan::name(ds) == Some(want.name.as_str()));
+        for reference in init_images(&want.body) {
+            let this = match found {
+                None => Pulling {
+                    pulled: 0,
+                    nodes: 0,
+                    ready: false,
+                    waiting: Some(Waiting::Missing),
+                },
+                Some(ds) => {
+                    let rollout = Rollout::of(ds);
+                    let waiting = if !init_images(ds).contains(&reference) {
+                        Some(Waiting::Outdated)
+                    } else if !rollout.observed {
+                        Some(Waiting::Unobserved)
+                    } else if rollout.desired == 0 {
+                        Some(Waiting::NoNodes)
+                    } else if !reaches(rollout.pulled, rollout.desired, share) {
+                        Some(Waiting::Pulling)
+                    } else {
+                        None
+                    };
+                    Pulling {
+                        // Pods of an older template say nothing about this
+                        // reference.
+                        pulled: if waiting == Some(Waiting::Outdated) {
+                            0
+                        } else {
+                            rollout.pulled
+                        },
+                        nodes: rollout.desired,
+                        ready: waiting.is_none(),
+                        waiting,
+                    }
+                }
+            };
+            out.entry(reference.to_string())
+                .and_modify(|p| {
+                    p.pulled += this.pulled;
+                    p.nodes += this.nodes;
+                    p.ready &= this.ready;
+                    p.waiting = p.waiting.or(this.waiting);
+                })
+                .or_insert(this);
+        }
+    }
+    out
 }

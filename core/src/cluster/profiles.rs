@@ -8,7 +8,7 @@
 //! limited to groups), so that a reader can filter the full list by the
 //! user's groups the way the hub does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -61,4 +61,35 @@ pub fn configmap(p: &Profiles<'_>) -> Result<Object, ProfilesError> {
         },
     });
     Ok(Object::new(Kind::ConfigMap, name, body))
+}
+
+/// The image references a profiles ConfigMap (as listed from the cluster)
+/// offers in its full list: what users were offered when it was last
+/// synced. Nothing when it cannot be read.
+pub fn offered(configmap: &Value) -> BTreeSet<String> {
+    fn walk(value: &Value, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match v {
+                        Value::String(s) if key == "image" && s.contains("@sha256:") => {
+                            out.insert(s.clone());
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    if let Some(list) = configmap
+        .pointer("/data/profile_list_all.json")
+        .and_then(Value::as_str)
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+    {
+        walk(&list, &mut out);
+    }
+    out
 }

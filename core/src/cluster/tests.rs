@@ -510,6 +510,167 @@ fn rollout_counts_only_pods_of_the_current_template() {
     assert_eq!(nowhere.share(), None);
 }
 
+/// The listed DaemonSets of `desired`, each rolled out as `status` says.
+fn listed_with(desired: &[Object], status: impl Fn(&str) -> Option<Value>) -> Vec<Value> {
+    desired
+        .iter()
+        .filter(|o| o.kind == Kind::DaemonSet)
+        .filter_map(|o| {
+            let mut body = served(o, "u");
+            body["status"] = status(&o.name)?;
+            Some(body)
+        })
+        .collect()
+}
+
+fn rolled(desired: u64, pulled: u64) -> Value {
+    json!({"desiredNumberScheduled": desired, "updatedNumberScheduled": pulled, "numberAvailable": pulled, "observedGeneration": 1})
+}
+
+#[test]
+fn a_reference_is_ready_once_its_pre_puller_holds_it_on_enough_nodes() {
+    let catalog = shipped();
+    let wanted = daemonsets(&pulls(&catalog), &PrepullSettings::default());
+    let gpu = wanted
+        .iter()
+        .find(|o| o.name.contains("-gpu-"))
+        .expect("a GPU class")
+        .name
+        .clone();
+    let deeplearning = catalog
+        .images
+        .iter()
+        .find(|i| i.profile.gpus.is_some())
+        .expect("a GPU image")
+        .name
+        .clone();
+    let cpu_image = catalog
+        .images
+        .iter()
+        .find(|i| i.profile.gpus.is_none() && i.profile.node_selector.is_empty())
+        .expect("a CPU image")
+        .name
+        .clone();
+    // GPU pre-puller on 9 of 10 nodes, CPU ones everywhere.
+    let listed = listed_with(&wanted, |name| {
+        Some(if name == gpu {
+            rolled(10, 9)
+        } else {
+            rolled(4, 4)
+        })
+    });
+    let at = |share: f64| prepull::pulling(&wanted, &listed, share);
+    let gpu_ref = reference(&deeplearning, 0);
+    let cpu_ref = reference(&cpu_image, 0);
+    let p = at(0.9);
+    assert_eq!(
+        p[&gpu_ref],
+        prepull::Pulling {
+            pulled: 9,
+            nodes: 10,
+            ready: true,
+            waiting: None
+        }
+    );
+    assert!(p[&cpu_ref].ready);
+    // Every reference the pre-pullers pull is judged, and nothing else.
+    let all: Vec<String> = wanted.iter().flat_map(init_images).collect();
+    assert_eq!(p.len(), all.len());
+    assert!(!at(0.95)[&gpu_ref].ready);
+    assert_eq!(at(0.95)[&gpu_ref].waiting, Some(prepull::Waiting::Pulling));
+    assert!(at(1.0)[&cpu_ref].ready);
+
+    // Not created yet, not observed, without the reference, on no node.
+    let missing = prepull::pulling(&wanted, &[], 0.5);
+    assert_eq!(missing[&gpu_ref].waiting, Some(prepull::Waiting::Missing));
+    let mut unobserved = listed.clone();
+    for ds in &mut unobserved {
+        ds["metadata"]["generation"] = json!(2);
+    }
+    let p = prepull::pulling(&wanted, &unobserved, 0.5);
+    assert_eq!(p[&gpu_ref].waiting, Some(prepull::Waiting::Unobserved));
+    assert_eq!(p[&gpu_ref].pulled, 0);
+    let mut outdated = listed.clone();
+    for ds in &mut outdated {
+        if let Some(inits) = ds["spec"]["template"]["spec"]["initContainers"].as_array_mut() {
+            for c in inits {
+                c["image"] = json!("registry.ki.example.edu/labforge/old@sha256:00");
+            }
+        }
+    }
+    let p = prepull::pulling(&wanted, &outdated, 0.5);
+    assert_eq!(p[&gpu_ref].waiting, Some(prepull::Waiting::Outdated));
+    assert_eq!((p[&gpu_ref].pulled, p[&gpu_ref].nodes), (0, 10));
+    let nowhere = listed_with(&wanted, |name| (name == gpu).then(|| rolled(0, 0)));
+    let p = prepull::pulling(&wanted, &nowhere, 0.5);
+    assert_eq!(p[&gpu_ref].waiting, Some(prepull::Waiting::NoNodes));
+    assert!(
+        prepull::Waiting::NoNodes
+            .to_string()
+            .contains("node selector")
+    );
+    // The CPU DaemonSets were not listed in that one.
+    assert_eq!(p[&cpu_ref].waiting, Some(prepull::Waiting::Missing));
+}
+
+#[test]
+fn shares_are_whole_nodes() {
+    assert!(prepull::reaches(3, 10, 0.3));
+    assert!(!prepull::reaches(2, 10, 0.3));
+    assert!(prepull::reaches(9, 10, 0.9));
+    assert!(!prepull::reaches(9, 10, 0.95));
+    assert!(prepull::reaches(1, 1, 1.0));
+    assert!(!prepull::reaches(0, 0, 0.1));
+    assert!(prepull::reaches(1, 3, 0.3));
+    assert_eq!(prepull::needed(10, 0.3), 3);
+    assert_eq!(prepull::needed(10, 1e-12), 1);
+    assert_eq!(prepull::needed(7, 1.0), 7);
+}
+
+#[test]
+fn offer_after_is_a_share_and_needs_the_pre_pullers() {
+    let with = |share: f64, enabled: bool| PrepullSettings {
+        offer_after: Some(share),
+        enabled,
+        ..PrepullSettings::default()
+    };
+    assert_eq!(PrepullSettings::default().check(), Ok(()));
+    assert_eq!(PrepullSettings::default().gate(), None);
+    assert_eq!(with(0.9, true).check(), Ok(()));
+    assert_eq!(with(1.0, true).gate(), Some(1.0));
+    for bad in [0.0, -0.5, 1.01, 90.0, f64::NAN, f64::INFINITY] {
+        let err = with(bad, true).check().expect_err("out of range");
+        assert!(err.to_string().contains("above 0 and at most 1"), "{err}");
+    }
+    let err = with(0.9, false).check().expect_err("without pre-pullers");
+    assert!(err.to_string().contains("enabled = true"), "{err}");
+    assert_eq!(with(0.9, false).gate(), None);
+}
+
+#[test]
+fn the_profiles_configmap_says_which_references_were_offered() {
+    let all = json!([
+        {"slug": "a", "kubespawner_override": {"image": "r/a@sha256:1"}},
+        {"slug": "b", "profile_options": {"version": {"choices": {
+            "current": {"kubespawner_override": {"image": "r/b@sha256:2"}},
+            "previous": {"kubespawner_override": {"image": "r/b@sha256:3"}},
+        }}}},
+        {"slug": "c", "kubespawner_override": {"image": "r/c:latest"}},
+    ])
+    .to_string();
+    let cm = profiles::configmap(&Profiles {
+        instance: "labforge",
+        public: "[]",
+        all: &all,
+        groups: &BTreeMap::new(),
+    })
+    .expect("a ConfigMap");
+    let offered: Vec<String> = profiles::offered(&cm.body).into_iter().collect();
+    assert_eq!(offered, ["r/a@sha256:1", "r/b@sha256:2", "r/b@sha256:3"]);
+    assert!(profiles::offered(&json!({"data": {"profile_list_all.json": "not json"}})).is_empty());
+    assert!(profiles::offered(&json!({})).is_empty());
+}
+
 #[test]
 fn dns_labels() {
     for (input, max, want) in [
@@ -528,4 +689,43 @@ fn snapshot_of_the_shipped_catalogs_objects() {
     let bodies: Vec<&Value> = objects.iter().map(|o| &o.body).collect();
     let text = serde_json::to_string_pretty(&bodies).unwrap_or_default();
     insta::assert_snapshot!("shipped_cluster_objects", text);
+}
+
+#[test]
+fn named_list_items_are_matched_by_name_not_position() {
+    let want = json!({"spec": {"initContainers": [
+        {"name": "pull-a", "image": "r/a@sha256:1"},
+        {"name": "pull-b", "image": "r/b@sha256:2"},
+    ]}});
+    // The API server kept another order: nothing differs.
+    let have = json!({"spec": {"initContainers": [
+        {"name": "pull-b", "image": "r/b@sha256:2", "imagePullPolicy": "IfNotPresent"},
+        {"name": "pull-a", "image": "r/a@sha256:1", "imagePullPolicy": "IfNotPresent"},
+    ]}});
+    let mut out = Vec::new();
+    plan::differences(&want, &have, &mut String::new(), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // A changed item is named; a missing one too.
+    let have = json!({"spec": {"initContainers": [
+        {"name": "pull-b", "image": "r/b@sha256:3"},
+        {"name": "pull-c", "image": "r/a@sha256:1"},
+    ]}});
+    let mut out = Vec::new();
+    plan::differences(&want, &have, &mut String::new(), &mut out);
+    assert_eq!(
+        out,
+        vec![
+            ".spec.initContainers[name=\"pull-a\"]".to_string(),
+            ".spec.initContainers[name=\"pull-b\"].image".to_string(),
+        ]
+    );
+    // Unnamed lists still compare by position.
+    let mut out = Vec::new();
+    plan::differences(
+        &json!({"a": [1, 2]}),
+        &json!({"a": [2, 1]}),
+        &mut String::new(),
+        &mut out,
+    );
+    assert_eq!(out, vec![".a[0]".to_string(), ".a[1]".to_string()]);
 }
