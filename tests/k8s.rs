@@ -743,17 +743,18 @@ fn the_hub_offers_a_new_version_once_the_pre_pullers_have_it_on_their_nodes() {
         "{err}"
     );
 
-    // A pre-puller that no node matches would hold it forever: said so.
-    roll_out(&fake, "cpu", 0, 0);
+    // On one node of two: still held, and /readyz says how far it is.
+    roll_out(&fake, "cpu", 2, 1);
     server.wait_for(
         |s| {
             held_image(s, "sibling").is_some_and(|h| {
-                h["waiting"]
-                    .as_str()
-                    .is_some_and(|w| w.contains("no node matches"))
+                h["pulled"] == 1
+                    && h["waiting"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("still being pulled"))
             })
         },
-        "/readyz to say that no node matches",
+        "/readyz to say the new version is on 1 of 2 nodes",
     );
 
     // Rolled out on every node: both are offered, the ConfigMap follows.

@@ -769,9 +769,10 @@ async fn schedule(
     store: &StateStore,
 ) -> Result<(), BuildError> {
     // Images in flight: each holds at most one Job or test Pod at a time
-    // in the cluster, so there the cluster's concurrency is the limit.
+    // in the cluster, so there the cluster's concurrency limits them too.
+    // The scans (and context tarballs) still run here: `jobs` bounds them.
     let limit = match &shared.settings.backend {
-        Backend::Kubernetes(k) => k.concurrency,
+        Backend::Kubernetes(k) => k.concurrency.min(shared.settings.jobs),
         Backend::Engine => shared.settings.jobs,
     }
     .max(1);

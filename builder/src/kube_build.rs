@@ -61,13 +61,25 @@ pub enum KubeBuildError {
     #[error("{image}: the build Job {job} vanished before it ended (deleted by someone else?)")]
     Vanished { image: String, job: String },
     #[error(
-        "{image}: another labforge run is building this image now (the build Job {job} is running and its context token still works); wait for that run, or, if it was killed, delete the Job (`kubectl delete job {job}`) and build again"
+        "{image}: another labforge run is building this image now (the build Job {job} has not ended); wait for that run, or, if it was killed, delete the Job (`kubectl delete job {job}`) and build again"
     )]
     Busy { image: String, job: String },
     #[error(
         "{image}: the leftover build Job {job} was deleted but is still there (held by a finalizer?); remove it by hand and build again"
     )]
     Leftover { image: String, job: String },
+}
+
+/// Whether the Job's build container was given `token` (so it is the one
+/// this call created).
+fn carries_token(job: &Value, token: &str) -> bool {
+    job.pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["env"].as_array())
+        .flatten()
+        .any(|e| e["name"] == job::ENV_CONTEXT_TOKEN && e["value"] == token)
 }
 
 pub(crate) fn tail_text(tail: &[String]) -> String {
@@ -155,10 +167,11 @@ impl KubeBuilder {
             settings: &self.settings,
         });
         let name = job::job_name(&self.instance, request.image, request.identity);
-        // A Job of the same name is from another run of the same build:
-        // a live one (its context token still works, and it has not
-        // ended) belongs to a run going on now, and is left alone; any
-        // other is left from an interrupted run and has no future.
+        // A Job of the same name is from another run of the same build.
+        // One that has not ended may be building for a run going on now
+        // (its token only bounds its start): it is left alone. One that
+        // ended, or never started before its token expired, is left from
+        // an interrupted run and has no future.
         if let Some(existing) = self.cluster.job(&name).await.map_err(cluster_error)? {
             let expires = existing
                 .pointer(&format!(
@@ -172,7 +185,11 @@ impl KubeBuilder {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             let ended = condition(&existing, "Complete").is_some() || failure(&existing).is_some();
-            if expires > now && !ended {
+            let started = existing
+                .pointer("/status/active")
+                .and_then(Value::as_u64)
+                .is_some_and(|n| n > 0);
+            if !ended && (expires > now || started) {
                 return Err(KubeBuildError::Busy {
                     image: image.clone(),
                     job: name,
@@ -202,6 +219,21 @@ impl KubeBuilder {
         }
         let created = match self.cluster.create_job(&body).await {
             Ok(created) => created,
+            // It exists: our own create that landed before a retry (it
+            // carries our one-time token), or another run's, created
+            // between our look and our create.
+            Err(ClusterError::Api { code: 409, .. }) => {
+                let token = ticket.token.expose_secret();
+                match self.cluster.job(&name).await.map_err(cluster_error)? {
+                    Some(existing) if carries_token(&existing, token) => existing,
+                    _ => {
+                        return Err(KubeBuildError::Busy {
+                            image: image.clone(),
+                            job: name,
+                        });
+                    }
+                }
+            }
             Err(e) => {
                 // A create that landed before its answer was lost (and was
                 // retried) leaves a Job with a live token: take it down.

@@ -58,16 +58,16 @@ const FATAL_WAITING: &[&str] = &[
 /// 5xx right after the push is waited out until `start_seconds`.
 const PULL_WAITING: &[&str] = &["ErrImagePull", "ImagePullBackOff"];
 
-/// What a registry says when a pull can never work.
+/// What a registry says when a pull can never work (matched in the
+/// kubelet's message, lowercased, with every `sha256:` digest taken out:
+/// a digest's hex may hold "401" or "404").
 const PERMANENT_PULL: &[&str] = &[
     "not found",
+    "notfound",
     "manifest unknown",
     "unauthorized",
     "denied",
     "forbidden",
-    "401",
-    "403",
-    "404",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -593,16 +593,31 @@ fn pod_reason(pod: &Value) -> String {
     }
 }
 
+/// `text` with each `sha256:<hex>` replaced by `sha256:…`.
+fn without_digests(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("sha256:") {
+        out.push_str(&rest[..at + "sha256:".len()]);
+        out.push('…');
+        rest = rest[at + "sha256:".len()..].trim_start_matches(|c: char| c.is_ascii_hexdigit());
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether the container waits for something that will not come by itself.
 fn fatal_waiting(pod: &Value) -> bool {
     let Some(waiting) = container_status(pod).and_then(|c| c.pointer("/state/waiting")) else {
         return false;
     };
     let reason = waiting["reason"].as_str().unwrap_or_default();
-    let message = waiting["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_lowercase();
+    let message = without_digests(
+        &waiting["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase(),
+    );
     FATAL_WAITING.contains(&reason)
         || PULL_WAITING.contains(&reason) && PERMANENT_PULL.iter().any(|p| message.contains(p))
 }
@@ -648,6 +663,15 @@ mod tests {
                 !fatal_waiting(&pull(
                     r,
                     "received unexpected HTTP status: 503 Service Unavailable"
+                )),
+                "{r}"
+            );
+            // A digest whose hex holds "401" or "404" is not a refusal.
+            let digest = "sha256:4014040000000000000000000000000000000000000000000000000000000000";
+            assert!(
+                !fatal_waiting(&pull(
+                    r,
+                    &format!("pulling r/x@{digest}: dial tcp: i/o timeout")
                 )),
                 "{r}"
             );

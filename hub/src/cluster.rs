@@ -130,8 +130,9 @@ fn daemonsets(snapshot: &Snapshot, settings: &SyncSettings, owner: Option<&Owner
     let images: Vec<PullImage> = snapshot
         .pulls()
         .iter()
-        .map(|pull| {
-            PullImage::new(
+        .map(|pull| PullImage {
+            offered: pull.offered.as_ref().map(|v| v.reference.clone()),
+            ..PullImage::new(
                 &pull.image,
                 pull.versions.iter().map(|v| v.reference.clone()).collect(),
             )
@@ -467,10 +468,18 @@ pub fn judge(
         .filter(|(k, o)| *k == Kind::ConfigMap && plan::name(o) == Some(cm_name.as_str()))
         .flat_map(|(_, o)| profiles::offered(o))
         .collect();
+    // Readiness is kept for every version still pulled, the one users are
+    // offered while a newer one is held included: a version offered stays
+    // offered however many newer ones arrive meanwhile.
     let pulled: BTreeSet<&str> = snapshot
         .pulls()
         .iter()
-        .flat_map(|p| p.versions.iter().map(|v| v.reference.as_str()))
+        .flat_map(|p| {
+            p.versions
+                .iter()
+                .chain(&p.offered)
+                .map(|v| v.reference.as_str())
+        })
         .collect();
     let ready: BTreeSet<String> = remembered
         .iter()

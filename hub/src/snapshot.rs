@@ -103,6 +103,9 @@ pub struct Pull {
     pub versions: Vec<Version>,
     /// A rollback pin chose the current digest: it is offered at once.
     pub pinned: bool,
+    /// While the current digest is held back: the version users are
+    /// offered instead (pulled too, so that it stays on the nodes).
+    pub offered: Option<Version>,
 }
 
 /// The images that have a profile: the catalog entries and their versions.
@@ -217,11 +220,17 @@ impl Snapshot {
                     .map(version)
                     .collect(),
                 pinned: publication.pin.is_some(),
+                offered: None,
             });
             let (publication, held) = match offers.and_then(|o| o.get(&image.name)) {
                 Some(offer) => (&offer.offered, offer.held.as_ref()),
                 None => (publication, None),
             };
+            if held.is_some()
+                && let (Some(pull), Some(offered)) = (pulls.last_mut(), publication.current())
+            {
+                pull.offered = Some(version(&offered));
+            }
             let candidates = publication.versions(options.spawner.previous_versions);
             let Some(current) = candidates.first() else {
                 unavailable.push(Unavailable {

@@ -110,6 +110,11 @@ pub struct PullImage {
     pub tolerations: Vec<Toleration>,
     /// `repo@sha256:…`, the current version first.
     pub references: Vec<String>,
+    /// The version users are offered while the current one is held back
+    /// (`offer_after`): pulled too, beyond `previous_versions`, so that it
+    /// stays on its nodes (and reaches new ones) until the current one is
+    /// offered.
+    pub offered: Option<String>,
 }
 
 impl PullImage {
@@ -120,6 +125,7 @@ impl PullImage {
             node_selector: image.profile.node_selector.clone(),
             tolerations: image.profile.tolerations.clone(),
             references,
+            offered: None,
         }
     }
 }
@@ -181,7 +187,11 @@ pub fn classes(p: &Prepull<'_>) -> Vec<NodeClass> {
         });
         class.gpu |= image.gpu;
         let wanted = 1 + p.settings.previous_versions;
-        for reference in image.references.iter().take(wanted) {
+        let extra = image
+            .offered
+            .as_ref()
+            .filter(|o| !image.references.iter().take(wanted).any(|r| r == *o));
+        for reference in image.references.iter().take(wanted).chain(extra) {
             class.pulls.push((image.name.clone(), reference.clone()));
         }
     }
@@ -436,8 +446,6 @@ pub enum Waiting {
     Outdated,
     /// The DaemonSet controller has not seen the current template yet.
     Unobserved,
-    /// No node matches the pre-puller's placement: it would wait forever.
-    NoNodes,
     /// On fewer of its nodes than required.
     Pulling,
 }
@@ -449,9 +457,6 @@ impl std::fmt::Display for Waiting {
             Waiting::Outdated => "its pre-puller DaemonSet does not pull it yet",
             Waiting::Unobserved => {
                 "the DaemonSet controller has not picked up the pre-puller's new template yet"
-            }
-            Waiting::NoNodes => {
-                "no node matches its pre-puller's node selector and tolerations, so it is never offered: check the image's placement and the nodes' labels and taints"
             }
             Waiting::Pulling => "still being pulled onto its nodes",
         })
@@ -509,7 +514,10 @@ pub fn pulling(desired: &[Object], listed: &[Value], share: f64) -> BTreeMap<Str
                     } else if !rollout.observed {
                         Some(Waiting::Unobserved)
                     } else if rollout.desired == 0 {
-                        Some(Waiting::NoNodes)
+                        // No node to pull onto (a GPU pool scaled to zero):
+                        // nothing to wait for; the first user pod brings a
+                        // node, and the pull, as it would without the gate.
+                        None
                     } else if !reaches(rollout.pulled, rollout.desired, share) {
                         Some(Waiting::Pulling)
                     } else {
