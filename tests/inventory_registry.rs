@@ -111,6 +111,9 @@ fn build_test_image(images: &mut Images) -> String {
         .args([
             "build",
             "-q",
+            // No intermediate image of a parallel test's build as a parent:
+            // that test removes its image (and those) when it ends.
+            "--no-cache",
             "--build-arg",
             &format!("BASE_IMAGE={BUSYBOX}"),
             "-t",

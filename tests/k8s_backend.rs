@@ -201,7 +201,9 @@ fn run_job(fake: &FakeKube, job: &Value, seen: &Mutex<Seen>) {
     let mut build = Command::new(DOCKER_CLASSIC);
     build
         .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "--quiet", "-t", &tag]);
+        // No cache: a parallel build's intermediate images go when its
+        // tag is removed.
+        .args(["build", "--quiet", "--no-cache", "-t", &tag]);
     for (k, v) in &build_args {
         build.args(["--build-arg", &format!("{k}={v}")]);
     }
