@@ -253,12 +253,13 @@ impl Cluster {
         Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
     }
 
-    fn jobs(&self) -> Api<DynamicObject> {
-        self.dynamic("batch", "v1", "Job", "jobs")
-    }
-
-    /// Create a Job (a build): its body as `labforge_core::cluster::job` makes it.
-    pub async fn create_job(&self, body: &Value) -> Result<Value, ClusterError> {
+    /// Create one object from its JSON body (a Job or a Pod), with retries.
+    async fn create(
+        &self,
+        api: Api<DynamicObject>,
+        kind: &'static str,
+        body: &Value,
+    ) -> Result<Value, ClusterError> {
         let name = body
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -266,26 +267,43 @@ impl Cluster {
             .to_string();
         let object: DynamicObject =
             serde_json::from_value(body.clone()).map_err(|e| ClusterError::Invalid {
-                kind: "job".into(),
+                kind: kind.into(),
                 name: name.clone(),
                 namespace: self.namespace.clone(),
                 message: e.to_string(),
             })?;
-        let api = self.jobs();
         let params = PostParams::default();
         let created = self
-            .retrying("create", "job", &name, || api.create(&params, &object))
+            .retrying("create", kind, &name, || api.create(&params, &object))
             .await?;
         Ok(to_value(&created))
     }
 
-    /// The Job, or `None` when it is gone.
-    pub async fn job(&self, name: &str) -> Result<Option<Value>, ClusterError> {
-        let api = self.jobs();
+    /// One object by name, or `None` when it is gone, with retries.
+    async fn get(
+        &self,
+        api: Api<DynamicObject>,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<Option<Value>, ClusterError> {
         let found = self
-            .retrying("get", "job", name, || api.get_opt(name))
+            .retrying("get", kind, name, || api.get_opt(name))
             .await?;
         Ok(found.as_ref().map(to_value))
+    }
+
+    fn jobs(&self) -> Api<DynamicObject> {
+        self.dynamic("batch", "v1", "Job", "jobs")
+    }
+
+    /// Create a Job (a build): its body as `labforge_core::cluster::job` makes it.
+    pub async fn create_job(&self, body: &Value) -> Result<Value, ClusterError> {
+        self.create(self.jobs(), "job", body).await
+    }
+
+    /// The Job, or `None` when it is gone.
+    pub async fn job(&self, name: &str) -> Result<Option<Value>, ClusterError> {
+        self.get(self.jobs(), "job", name).await
     }
 
     /// The pod a Job started, if it has one yet: selected by the Job's uid,
@@ -371,33 +389,12 @@ impl Cluster {
     /// Create a Pod (a smoke test): its body as
     /// `labforge_core::cluster::testpod` makes it.
     pub async fn create_pod(&self, body: &Value) -> Result<Value, ClusterError> {
-        let name = body
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let object: DynamicObject =
-            serde_json::from_value(body.clone()).map_err(|e| ClusterError::Invalid {
-                kind: "pod".into(),
-                name: name.clone(),
-                namespace: self.namespace.clone(),
-                message: e.to_string(),
-            })?;
-        let api = self.dynamic_pods();
-        let params = PostParams::default();
-        let created = self
-            .retrying("create", "pod", &name, || api.create(&params, &object))
-            .await?;
-        Ok(to_value(&created))
+        self.create(self.dynamic_pods(), "pod", body).await
     }
 
     /// The Pod, or `None` when it is gone.
     pub async fn pod(&self, name: &str) -> Result<Option<Value>, ClusterError> {
-        let api = self.dynamic_pods();
-        let found = self
-            .retrying("get", "pod", name, || api.get_opt(name))
-            .await?;
-        Ok(found.as_ref().map(to_value))
+        self.get(self.dynamic_pods(), "pod", name).await
     }
 
     /// Delete a Pod (its containers get their grace period).
